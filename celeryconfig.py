@@ -1,0 +1,67 @@
+"""Celery configuration, read from the environment through the settings object.
+
+Delivery is at-least-once: tasks acknowledge after they finish and go back to the queue if their worker dies, so
+every task must be safe to run twice (they are: inbox status, upserts keyed on ``asgardeo_id``, a stale guard).
+"""
+
+from __future__ import annotations
+
+from kombu.entity import Queue
+
+from models.settings import get_settings
+
+_settings = get_settings()
+
+# The longest task is a full reconciliation: 10,000 pages at Asgardeo's 200 requests a minute is 50 minutes.
+RECONCILE_SOFT_LIMIT = 2 * 3600
+RECONCILE_HARD_LIMIT = RECONCILE_SOFT_LIMIT + 300
+
+broker_url = _settings.redis_url
+result_backend = _settings.redis_url
+broker_connection_retry_on_startup = True
+_transport = {
+    # A message unacknowledged this long is handed to another worker; it must outlast the longest task, or a
+    # reconciliation would be started twice.
+    "visibility_timeout": RECONCILE_HARD_LIMIT + 1800,
+    "global_keyprefix": _settings.redis_key_prefix,
+}
+broker_transport_options = _transport
+result_backend_transport_options = {"global_keyprefix": _settings.redis_key_prefix}
+result_expires = 24 * 3600
+
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+timezone = "UTC"
+enable_utc = True
+
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+task_track_started = True
+task_ignore_result = True
+# Default limits for short tasks; the reconciliation task sets its own, longer ones.
+task_soft_time_limit = 60
+task_time_limit = 90
+
+# Flower and the operators' dashboards read these events.
+worker_send_task_events = True
+task_send_sent_event = True
+
+task_default_queue = "default"
+task_queues = (
+    Queue("default"),
+    Queue("events"),
+    Queue("users"),
+    Queue("reconcile"),
+)
+task_routes = {
+    "events.*": {"queue": "events"},
+    "users.*": {"queue": "users"},
+    "reconcile.*": {"queue": "reconcile"},
+}
+
+# Filled by the sync issues: the nightly reconciliation, the inbox relay and housekeeping.
+beat_schedule: dict[str, dict[str, object]] = {}
+
+worker_hijack_root_logger = False

@@ -1,0 +1,61 @@
+"""Engine and session factory.
+
+The engine is created lazily from the settings, in the process that uses it: a Celery worker forks after import, and
+pooled connections must never cross a fork (see :func:`dispose_after_fork`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.settings import get_settings
+
+SessionFactory: sessionmaker[Session] = sessionmaker(expire_on_commit=False)
+_engine: Engine | None = None
+
+
+def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+    """An engine with pre-ping, so a Postgres restart costs one failed checkout, not a stream of errors."""
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=10,
+        pool_timeout=5,
+        connect_args={"connect_timeout": 5},
+    )
+
+
+def get_engine() -> Engine:
+    """The process's engine, created on first use and bound to :data:`SessionFactory`."""
+    global _engine  # noqa: PLW0603 - one engine per process is the point
+    if _engine is None:
+        _engine = make_engine(get_settings().database_url)
+        SessionFactory.configure(bind=_engine)
+    return _engine
+
+
+def reset_engine() -> None:
+    """Drop the current engine (tests that switch databases, and shutdown)."""
+    global _engine  # noqa: PLW0603
+    if _engine is not None:
+        _engine.dispose()
+    _engine = None
+
+
+def dispose_after_fork() -> None:
+    """Called in a freshly forked child: forget the parent's pooled connections without closing them."""
+    if _engine is not None:
+        _engine.dispose(close=False)
+
+
+@contextmanager
+def unit_of_work() -> Iterator[Session]:
+    """One transaction: commits on success, rolls back on error. Tasks and CLI commands use this."""
+    get_engine()
+    with SessionFactory.begin() as session:
+        yield session

@@ -1,0 +1,162 @@
+"""The one place the environment is read.
+
+Web, worker, beat and the command line all call :func:`get_settings`, so a variable means the same thing in every
+process. Values come from environment variables and, in development, from a ``.env`` file in the working directory.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+AppEnv = Literal["development", "test", "production"]
+
+
+class SettingsError(RuntimeError):
+    """Start-up must stop: a setting is missing or malformed. The message names the variable."""
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+CsvList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Typed configuration. Every field is documented in ``.env.example`` and the README."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    app_env: AppEnv = "development"
+    log_level: str = "INFO"
+
+    database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Every Redis key this service writes (Celery's too) starts with this, so two deployments or two test runs can
+    # share one Redis without seeing each other's keys.
+    redis_key_prefix: str = ""
+
+    secret_key: SecretStr | None = None
+    public_base_url: str = "http://127.0.0.1:5000"
+
+    asgardeo_base_url: str | None = None
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    oidc_scopes: str = "openid profile email groups"
+    oidc_require_email: bool = False
+    oidc_jit_create: bool = True
+    oidc_http_timeout_seconds: float = 5.0
+    session_ttl_seconds: int = Field(default=8 * 3600, gt=0)
+    session_cookie_name: str = "hrms_session"
+    bootstrap_admin_emails: CsvList = Field(default_factory=list)
+    group_role_map: CsvList = Field(default_factory=list)
+
+    scim_client_id: str | None = None
+    scim_client_secret: SecretStr | None = None
+    scim_rate_per_minute: int = Field(default=200, ge=1)
+    scim_page_size: int = Field(default=100, ge=1, le=100)
+    scim_http_timeout_seconds: float = 10.0
+
+    webhook_secrets: CsvList = Field(default_factory=list)
+    webhook_max_body_bytes: int = Field(default=64 * 1024, gt=0)
+    webhook_max_age_seconds: int = Field(default=7 * 24 * 3600, gt=0)
+    webhook_org: str | None = None
+    refresh_coalesce_seconds: float = Field(default=5.0, ge=0)
+
+    reconcile_cron: str = "0 2 * * *"
+    reconcile_max_deactivate_share: float = Field(default=0.05, ge=0, le=1)
+
+    flower_basic_auth: SecretStr | None = None
+    flower_url: str = "http://127.0.0.1:5555"
+
+    @field_validator("bootstrap_admin_emails", "group_role_map", "webhook_secrets", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("database_url")
+    @classmethod
+    def _psycopg3_driver(cls, value: str) -> str:
+        """Accept the ``postgresql://`` URLs that hosting platforms hand out, but always drive them with psycopg 3."""
+        for prefix in ("postgresql://", "postgres://"):
+            if value.startswith(prefix):
+                return "postgresql+psycopg://" + value[len(prefix) :]
+        if not value.startswith("postgresql+psycopg://"):
+            raise ValueError("DATABASE_URL must be a PostgreSQL URL (postgresql://...)")
+        return value
+
+    @property
+    def is_production(self) -> bool:
+        return self.app_env == "production"
+
+    @property
+    def issuer(self) -> str | None:
+        """Asgardeo's issuer ends in ``/oauth2/token``; an explicit ``OIDC_ISSUER`` serves any other provider."""
+        if self.oidc_issuer:
+            return self.oidc_issuer.rstrip("/")
+        if self.asgardeo_base_url:
+            return self.asgardeo_base_url.rstrip("/") + "/oauth2/token"
+        return None
+
+    @property
+    def group_roles(self) -> dict[str, str]:
+        """``GROUP_ROLE_MAP=hrms-admins=admin,hrms-hr=hr`` as a mapping from Asgardeo group to application role."""
+        mapping: dict[str, str] = {}
+        for pair in self.group_role_map:
+            group, _, role = pair.partition("=")
+            mapping[group.strip()] = role.strip()
+        return mapping
+
+    def check_production(self) -> None:
+        """Refuse to start in production without the secrets; a development run has safe local defaults."""
+        if not self.is_production:
+            return
+        required = {
+            "SECRET_KEY": self.secret_key,
+            "OIDC_CLIENT_SECRET": self.oidc_client_secret,
+            "SCIM_CLIENT_SECRET": self.scim_client_secret,
+            "WEBHOOK_SECRETS": self.webhook_secrets,
+            "FLOWER_BASIC_AUTH": self.flower_basic_auth,
+        }
+        missing = [name for name, value in required.items() if not value]
+        if missing:
+            raise SettingsError("missing required setting(s) for APP_ENV=production: " + ", ".join(missing))
+        if self.issuer is None:
+            raise SettingsError("missing required setting for APP_ENV=production: ASGARDEO_BASE_URL or OIDC_ISSUER")
+        for name, bad in (("GROUP_ROLE_MAP", [p for p in self.group_role_map if "=" not in p]),):
+            if bad:
+                raise SettingsError(f"{name} entries must look like group=role, got {bad!r}")
+
+
+def load_settings() -> Settings:
+    """Read and check the environment once; raise :class:`SettingsError` naming the variable on any problem."""
+    try:
+        settings = Settings()
+    except ValueError as exc:
+        raise SettingsError(_describe_validation_error(exc)) from None
+    settings.check_production()
+    return settings
+
+
+def _describe_validation_error(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return str(exc)
+    parts = []
+    for error in errors():
+        name = "_".join(str(p) for p in error.get("loc", ())).upper() or "settings"
+        parts.append(f"{name}: {error.get('msg', 'invalid')}")
+    return "invalid setting(s): " + "; ".join(parts)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests that change the environment call ``get_settings.cache_clear()``."""
+    return load_settings()

@@ -1,0 +1,193 @@
+"""The schema: typed SQLAlchemy models for every table, with the constraints the sync rules depend on.
+
+Constraint and index names are fixed by the naming convention so Alembic migrations stay stable.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+USER_STATUSES = ("active", "inactive", "deleted")
+ROLES = ("employee", "manager", "hr", "admin")
+EVENT_STATUSES = ("received", "queued", "applied", "ignored", "failed")
+RUN_STATUSES = ("running", "succeeded", "failed", "guarded")
+RUN_KINDS = ("full", "user")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSONB, list[str]: JSONB}
+
+
+def _now() -> Any:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+class User(Base):
+    """A person as the HR application knows them: Asgardeo's identity fields plus the app's own fields.
+
+    Sync writes the identity fields only; ``role``, ``employee_id`` and ``department`` belong to the application.
+    """
+
+    __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint(_in("status", USER_STATUSES), name="status"),
+        CheckConstraint(_in("role", ROLES), name="role"),
+        Index("ix_users_email_lower", func.lower(text("email"))),
+        Index("ix_users_status", "status"),
+        Index("ix_users_last_seen_run_id", "last_seen_run_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    asgardeo_id: Mapped[str] = mapped_column(String(64), unique=True)
+    username: Mapped[str | None] = mapped_column(String(320))
+    email: Mapped[str | None] = mapped_column(String(320))
+    first_name: Mapped[str | None] = mapped_column(String(200))
+    last_name: Mapped[str | None] = mapped_column(String(200))
+    groups: Mapped[list[str]] = mapped_column(server_default=text("'[]'::jsonb"), default=list)
+    status: Mapped[str] = mapped_column(String(16), server_default="active", default="active")
+    role: Mapped[str] = mapped_column(String(32), server_default="employee", default="employee")
+    employee_id: Mapped[str | None] = mapped_column(String(64))
+    department: Mapped[str | None] = mapped_column(String(200))
+    # Asgardeo's time (epoch ms) of the newest change applied; anything older is stale and ignored.
+    source_version: Mapped[int] = mapped_column(BigInteger, server_default="0", default=0)
+    last_seen_run_id: Mapped[int | None] = mapped_column(BigInteger)
+    last_synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class AppSession(Base):
+    """The application's own login session; only a hash of the opaque token is stored."""
+
+    __tablename__ = "sessions"
+    __table_args__ = (
+        Index("ix_sessions_user_id", "user_id"),
+        Index("ix_sessions_idp_sid", "idp_sid"),
+        Index("ix_sessions_expires_at", "expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    idp_sid: Mapped[str | None] = mapped_column(String(200))
+    # Kept only to send as ``id_token_hint`` at RP-initiated logout; it grants nothing on this service's API.
+    id_token: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_reason: Mapped[str | None] = mapped_column(String(64))
+
+
+class WebhookEvent(Base):
+    """The durable inbox: every accepted webhook delivery, keyed by its ``jti`` so copies collapse."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        CheckConstraint(_in("status", EVENT_STATUSES), name="status"),
+        Index("ix_webhook_events_status_received_at", "status", "received_at"),
+        Index("ix_webhook_events_asgardeo_user_id", "asgardeo_user_id"),
+        Index("ix_webhook_events_event_type", "event_type"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    jti: Mapped[str] = mapped_column(String(128), unique=True)
+    event_type: Mapped[str] = mapped_column(String(64))
+    event_uri: Mapped[str] = mapped_column(String(300))
+    asgardeo_user_id: Mapped[str | None] = mapped_column(String(64))
+    iat: Mapped[int] = mapped_column(BigInteger)
+    payload: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16), server_default="received", default="received")
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = _now()
+    queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = _now()
+
+
+class SyncRun(Base):
+    """One reconciliation (``full``) or single-user sync (``user``) with its progress counters."""
+
+    __tablename__ = "sync_runs"
+    __table_args__ = (
+        CheckConstraint(_in("status", RUN_STATUSES), name="status"),
+        CheckConstraint(_in("kind", RUN_KINDS), name="kind"),
+        Index("ix_sync_runs_status", "status"),
+        Index("ix_sync_runs_started_at", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    trigger: Mapped[str] = mapped_column(String(32))
+    target_user_id: Mapped[str | None] = mapped_column(String(64))
+    requested_by: Mapped[str | None] = mapped_column(String(320))
+    task_id: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), server_default="running", default="running")
+    total_results: Mapped[int | None] = mapped_column(Integer)
+    pages_done: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
+    seen: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
+    created: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
+    updated: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
+    unchanged: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
+    deactivated: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
+    failed: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = _now()
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class UserChange(Base):
+    """The audit trail: what changed on a user, from what to what, and which event, run or person caused it.
+
+    Its id is also the live stream's event id, so a reconnecting client resumes from here.
+    """
+
+    __tablename__ = "user_changes"
+    __table_args__ = (
+        Index("ix_user_changes_user_id", "user_id"),
+        Index("ix_user_changes_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    asgardeo_id: Mapped[str | None] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    changes: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"), default=dict)
+    source: Mapped[str] = mapped_column(String(32))
+    event_jti: Mapped[str | None] = mapped_column(String(128))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("sync_runs.id", ondelete="SET NULL"))
+    actor: Mapped[str | None] = mapped_column(String(320))
+    created_at: Mapped[datetime] = _now()

@@ -1,0 +1,324 @@
+"""The rules for writing a user: idempotent upserts keyed on ``asgardeo_id``, a stale guard, the audit trail.
+
+Every writer (webhook events, single-user sync, nightly reconciliation, login) goes through this module, so the
+rules hold whichever path a change takes:
+
+- A change carries Asgardeo's time of that change (``source_version``, epoch ms). A change older than what the row
+  already reflects is *stale* and changes nothing, so a late update can never resurrect a deleted user.
+- Sync writes identity fields only. ``role`` (unless a group mapping is configured), ``employee_id`` and
+  ``department`` belong to the application.
+- A deleted user stays as a tombstone row (status ``deleted``) so late events stay stale.
+- Every real change writes one ``user_changes`` row; callers publish the returned :class:`Change` list after commit.
+
+Functions take an open ``Session`` and never commit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from models.sessions import revoke_user_sessions
+from models.tables import ROLES, User, UserChange
+
+IDENTITY_FIELDS = ("username", "email", "first_name", "last_name", "groups", "status")
+# When several mapped groups apply, the most privileged role wins.
+ROLE_PRIORITY = {role: rank for rank, role in enumerate(ROLES)}
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    """A complete view of one user as Asgardeo holds it (a SCIM resource or a login's ID token)."""
+
+    asgardeo_id: str
+    username: str | None
+    email: str | None
+    first_name: str | None
+    last_name: str | None
+    groups: tuple[str, ...]
+    status: str
+    source_version: int
+
+
+@dataclass(frozen=True)
+class Change:
+    """One audit row as written, for the live stream and for callers' counters."""
+
+    change_id: int
+    user_id: int | None
+    asgardeo_id: str
+    action: str
+    changes: dict[str, Any]
+
+    def as_message(self) -> dict[str, Any]:
+        return {
+            "id": self.change_id,
+            "user_id": self.user_id,
+            "asgardeo_id": self.asgardeo_id,
+            "action": self.action,
+            "changes": self.changes,
+        }
+
+
+@dataclass
+class UpsertResult:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    stale: int = 0
+    changes: list[Change] = field(default_factory=list)
+
+
+def mapped_role(groups: Iterable[str], role_map: Mapping[str, str]) -> str | None:
+    """The role the configured group mapping grants, or ``None`` when no mapped group applies."""
+    roles = [role_map[g] for g in groups if role_map.get(g) in ROLE_PRIORITY]
+    return max(roles, key=ROLE_PRIORITY.__getitem__) if roles else None
+
+
+_UPSERT_SQL = text(
+    """
+WITH incoming AS (
+    SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
+        asgardeo_id text, username text, email text, first_name text, last_name text,
+        groups jsonb, status text, source_version bigint, mapped_role text)
+),
+-- No FOR UPDATE here: the upsert below locks the rows, and a locking read of rows this same statement updates
+-- would skip them. Under a concurrent write to the same user the audit's "from" value may lag; the row never does.
+old AS (
+    SELECT u.id, u.asgardeo_id, u.username, u.email, u.first_name, u.last_name, u.groups, u.status, u.role,
+           u.source_version
+    FROM users u JOIN incoming i ON i.asgardeo_id = u.asgardeo_id
+),
+up AS (
+    INSERT INTO users AS u (asgardeo_id, username, email, first_name, last_name, groups, status, role,
+                            source_version, last_seen_run_id, last_synced_at)
+    SELECT asgardeo_id, username, email, first_name, last_name, groups, status, COALESCE(mapped_role, 'employee'),
+           source_version, CAST(:run_id AS bigint), now()
+    FROM incoming
+    ON CONFLICT (asgardeo_id) DO UPDATE SET
+        username = CASE WHEN u.source_version <= EXCLUDED.source_version THEN EXCLUDED.username ELSE u.username END,
+        email = CASE WHEN u.source_version <= EXCLUDED.source_version THEN EXCLUDED.email ELSE u.email END,
+        first_name = CASE WHEN u.source_version <= EXCLUDED.source_version
+                          THEN EXCLUDED.first_name ELSE u.first_name END,
+        last_name = CASE WHEN u.source_version <= EXCLUDED.source_version THEN EXCLUDED.last_name ELSE u.last_name END,
+        groups = CASE WHEN u.source_version <= EXCLUDED.source_version THEN EXCLUDED.groups ELSE u.groups END,
+        status = CASE WHEN u.source_version <= EXCLUDED.source_version THEN EXCLUDED.status ELSE u.status END,
+        role = CASE WHEN u.source_version <= EXCLUDED.source_version AND (SELECT i.mapped_role FROM incoming i
+                         WHERE i.asgardeo_id = EXCLUDED.asgardeo_id) IS NOT NULL
+                    THEN EXCLUDED.role ELSE u.role END,
+        source_version = GREATEST(u.source_version, EXCLUDED.source_version),
+        last_seen_run_id = COALESCE(EXCLUDED.last_seen_run_id, u.last_seen_run_id),
+        last_synced_at = now(),
+        updated_at = CASE WHEN u.source_version <= EXCLUDED.source_version
+                               AND (u.username, u.email, u.first_name, u.last_name, u.groups, u.status, u.role)
+                                   IS DISTINCT FROM (EXCLUDED.username, EXCLUDED.email, EXCLUDED.first_name,
+                                                     EXCLUDED.last_name, EXCLUDED.groups, EXCLUDED.status,
+                                                     EXCLUDED.role)
+                          THEN now() ELSE u.updated_at END
+    RETURNING u.id, u.asgardeo_id, u.username, u.email, u.first_name, u.last_name, u.groups, u.status, u.role
+),
+diff AS (
+    SELECT up.id, up.asgardeo_id, old.id IS NULL AS inserted, old.status AS old_status, up.status AS new_status,
+           jsonb_strip_nulls(jsonb_build_object(
+             'username', CASE WHEN old.username IS DISTINCT FROM up.username
+                              THEN jsonb_build_array(old.username, up.username) END,
+             'email', CASE WHEN old.email IS DISTINCT FROM up.email THEN jsonb_build_array(old.email, up.email) END,
+             'first_name', CASE WHEN old.first_name IS DISTINCT FROM up.first_name
+                                THEN jsonb_build_array(old.first_name, up.first_name) END,
+             'last_name', CASE WHEN old.last_name IS DISTINCT FROM up.last_name
+                               THEN jsonb_build_array(old.last_name, up.last_name) END,
+             'groups', CASE WHEN old.groups IS DISTINCT FROM up.groups
+                            THEN jsonb_build_array(old.groups, up.groups) END,
+             'status', CASE WHEN old.status IS DISTINCT FROM up.status
+                            THEN jsonb_build_array(old.status, up.status) END,
+             'role', CASE WHEN old.role IS DISTINCT FROM up.role THEN jsonb_build_array(old.role, up.role) END
+           )) AS changes,
+           (old.id IS NOT NULL AND old.source_version > (SELECT i.source_version FROM incoming i
+                                                          WHERE i.asgardeo_id = up.asgardeo_id)) AS stale
+    FROM up LEFT JOIN old ON old.asgardeo_id = up.asgardeo_id
+),
+audit AS (
+    INSERT INTO user_changes (user_id, asgardeo_id, action, changes, source, event_jti, run_id, actor)
+    SELECT id, asgardeo_id,
+           CASE WHEN inserted THEN 'created'
+                WHEN new_status = 'deleted' THEN 'deleted'
+                WHEN new_status = 'inactive' AND old_status = 'active' THEN 'deactivated'
+                WHEN new_status = 'active' AND old_status <> 'active' THEN 'reactivated'
+                ELSE 'updated' END,
+           changes, :source, :event_jti, CAST(:run_id AS bigint), :actor
+    FROM diff WHERE inserted OR changes <> '{}'::jsonb
+    RETURNING id, user_id, asgardeo_id, action, changes
+)
+SELECT 'change' AS kind, a.id, a.user_id, a.asgardeo_id, a.action, a.changes, false AS stale FROM audit a
+UNION ALL
+SELECT 'row', d.id, d.id, d.asgardeo_id, NULL, d.changes, d.stale FROM diff d
+"""
+)
+
+
+def upsert_users(
+    session: Session,
+    records: Sequence[UserRecord],
+    *,
+    source: str,
+    run_id: int | None = None,
+    event_jti: str | None = None,
+    actor: str | None = None,
+    role_map: Mapping[str, str] | None = None,
+) -> UpsertResult:
+    """Insert or refresh many users in one statement, skipping fields of users whose stored version is newer.
+
+    Safe to re-run with the same records (the second run changes nothing). Users who stop being active have their
+    sessions revoked in the same transaction. ``run_id`` stamps every seen user, stale or not, so a reconciliation
+    knows who the directory still lists.
+    """
+    result = UpsertResult()
+    if not records:
+        return result
+    unique = {r.asgardeo_id: r for r in sorted(records, key=lambda r: r.source_version)}
+    rows = [
+        {
+            "asgardeo_id": r.asgardeo_id,
+            "username": r.username,
+            "email": r.email,
+            "first_name": r.first_name,
+            "last_name": r.last_name,
+            "groups": sorted(set(r.groups)),
+            "status": r.status,
+            "source_version": r.source_version,
+            "mapped_role": mapped_role(r.groups, role_map) if role_map else None,
+        }
+        for r in sorted(unique.values(), key=lambda r: r.asgardeo_id)
+    ]
+    params = {
+        "rows": json.dumps(rows),
+        "run_id": run_id,
+        "source": source,
+        "event_jti": event_jti,
+        "actor": actor,
+    }
+    lost_access: list[int] = []
+    for row in session.execute(_UPSERT_SQL, params).mappings():
+        if row["kind"] == "change":
+            change = Change(row["id"], row["user_id"], row["asgardeo_id"], row["action"], row["changes"])
+            result.changes.append(change)
+            if change.action == "created":
+                result.created += 1
+            else:
+                result.updated += 1
+            if change.action in ("deactivated", "deleted"):
+                lost_access.append(row["user_id"])
+        elif row["stale"]:
+            result.stale += 1
+    result.unchanged = len(rows) - result.created - result.updated - result.stale
+    if lost_access:
+        revoke_user_sessions(session, lost_access, reason="user_deactivated")
+    return result
+
+
+def apply_user_patch(
+    session: Session,
+    asgardeo_id: str,
+    fields: Mapping[str, Any],
+    *,
+    source_version: int,
+    source: str,
+    event_jti: str | None = None,
+    run_id: int | None = None,
+    actor: str | None = None,
+) -> Change | None:
+    """Apply a partial change (a webhook delta, a status flip, a deletion) unless it is stale.
+
+    An unknown user is created from what the patch carries, so an update that overtakes its create is not lost and a
+    deletion leaves a tombstone that keeps older events out. Returns the audit change, or ``None`` when nothing
+    changed (stale, or already in that state), which makes a re-run a no-op.
+    """
+    unknown = set(fields) - set(IDENTITY_FIELDS)
+    if unknown:
+        raise ValueError(f"not identity fields: {sorted(unknown)}")
+    user = session.execute(select(User).where(User.asgardeo_id == asgardeo_id).with_for_update()).scalar_one_or_none()
+    inserted = user is None
+    if user is None:
+        user = User(asgardeo_id=asgardeo_id, status="active", role="employee", groups=[], source_version=0)
+        session.add(user)
+    elif user.source_version > source_version:
+        return None
+    old_status = user.status
+    diff: dict[str, Any] = {}
+    for name, value in fields.items():
+        new = sorted(set(value)) if name == "groups" else value
+        old = getattr(user, name)
+        if old != new:
+            diff[name] = [old, new]
+            setattr(user, name, new)
+    user.source_version = max(user.source_version, source_version)
+    user.last_synced_at = datetime.now(UTC)
+    if not diff and not inserted:
+        return None
+    user.updated_at = datetime.now(UTC)
+    session.flush()
+    action = _action(inserted, old_status, user.status)
+    audit = UserChange(
+        user_id=user.id,
+        asgardeo_id=asgardeo_id,
+        action=action,
+        changes=diff,
+        source=source,
+        event_jti=event_jti,
+        run_id=run_id,
+        actor=actor,
+    )
+    session.add(audit)
+    session.flush()
+    if action in ("deactivated", "deleted"):
+        revoke_user_sessions(session, [user.id], reason="user_deactivated")
+    return Change(audit.id, user.id, asgardeo_id, action, diff)
+
+
+def _action(inserted: bool, old_status: str, new_status: str) -> str:
+    if inserted:
+        return "created" if new_status != "deleted" else "deleted"
+    if new_status == "deleted" and old_status != "deleted":
+        return "deleted"
+    if new_status == "inactive" and old_status == "active":
+        return "deactivated"
+    if new_status == "active" and old_status != "active":
+        return "reactivated"
+    return "updated"
+
+
+def record_change(
+    session: Session,
+    user: User,
+    action: str,
+    changes: Mapping[str, Any],
+    *,
+    source: str,
+    actor: str | None = None,
+    event_jti: str | None = None,
+    run_id: int | None = None,
+) -> Change:
+    """Write an audit row for a change made outside the sync rules (a login, an admin editing the app's fields)."""
+    audit = UserChange(
+        user_id=user.id,
+        asgardeo_id=user.asgardeo_id,
+        action=action,
+        changes=dict(changes),
+        source=source,
+        actor=actor,
+        event_jti=event_jti,
+        run_id=run_id,
+    )
+    session.add(audit)
+    session.flush()
+    return Change(audit.id, user.id, user.asgardeo_id, action, dict(changes))
+
+
+def get_by_asgardeo_id(session: Session, asgardeo_id: str) -> User | None:
+    return session.execute(select(User).where(User.asgardeo_id == asgardeo_id)).scalar_one_or_none()

@@ -1,0 +1,43 @@
+"""The Celery application. Worker and beat load it with ``celery -A tasks``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, signals
+
+from models import logs
+from models.db import dispose_after_fork
+from models.settings import get_settings
+
+app = Celery("asgardeo_sync", include=["tasks.health"])
+app.config_from_object("celeryconfig")
+
+
+@signals.setup_logging.connect
+def _setup_logging(**_: Any) -> None:
+    """Replace Celery's own logging with the shared JSON configuration."""
+    logs.configure_logging(get_settings().log_level)
+
+
+@signals.worker_process_init.connect
+def _after_fork(**_: Any) -> None:
+    """Pooled connections inherited from the parent must not be used by the child."""
+    dispose_after_fork()
+
+
+_log_tokens: dict[str, Any] = {}
+
+
+@signals.task_prerun.connect
+def _bind_task_id(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    """Every log line a task writes carries its task id and name."""
+    if task_id is not None:
+        _log_tokens[task_id] = logs.push(task_id=task_id, task=getattr(task, "name", None))
+
+
+@signals.task_postrun.connect
+def _unbind_task_id(task_id: str | None = None, **_: Any) -> None:
+    token = _log_tokens.pop(task_id, None) if task_id is not None else None
+    if token is not None:
+        logs.pop(token)

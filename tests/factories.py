@@ -1,0 +1,54 @@
+"""Small builders for test data, so tests state only what matters to them."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+
+from sqlalchemy.orm import Session
+
+from models.sessions import IssuedSession, create_session
+from models.tables import User
+from models.users import UserRecord
+
+_counter = itertools.count(1)
+
+
+def user_record(**overrides: object) -> UserRecord:
+    n = next(_counter)
+    values: dict[str, object] = {
+        "asgardeo_id": str(uuid.uuid4()),
+        "username": f"person{n}@example.com",
+        "email": f"person{n}@example.com",
+        "first_name": f"First{n}",
+        "last_name": f"Last{n}",
+        "groups": (),
+        "status": "active",
+        "source_version": 1_700_000_000_000 + n,
+    }
+    values.update(overrides)
+    return UserRecord(**values)  # type: ignore[arg-type]
+
+
+def make_user(session: Session, **overrides: object) -> User:
+    n = next(_counter)
+    values: dict[str, object] = {
+        "asgardeo_id": str(uuid.uuid4()),
+        "username": f"user{n}@example.com",
+        "email": f"user{n}@example.com",
+        "first_name": f"First{n}",
+        "last_name": f"Last{n}",
+        "status": "active",
+        "role": "employee",
+        "groups": [],
+        "source_version": 1_700_000_000_000,
+    }
+    values.update(overrides)
+    user = User(**values)
+    session.add(user)
+    session.flush()
+    return user
+
+
+def login(session: Session, user: User, ttl_seconds: int = 3600) -> IssuedSession:
+    return create_session(session, user, ttl_seconds=ttl_seconds)

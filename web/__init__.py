@@ -1,0 +1,67 @@
+"""The Flask web tier: login, webhook intake, admin API, live stream and pages.
+
+Gunicorn serves ``web:create_app()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+import uuid
+
+from flask import Flask, Response, g, request
+
+from models import logs
+from models.settings import Settings, get_settings
+from web import admin, auth, events, health, pages, webhooks
+from web.errors import register_error_handlers
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build an app; tests pass their own settings, production reads the environment."""
+    settings = settings or get_settings()
+    settings.check_production()
+    logs.configure_logging(settings.log_level)
+
+    app = Flask(__name__)
+    app.config.update(
+        SETTINGS=settings,
+        SECRET_KEY=(settings.secret_key.get_secret_value() if settings.secret_key else secrets.token_hex(32)),
+        MAX_CONTENT_LENGTH=max(settings.webhook_max_body_bytes, 1024 * 1024),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.app_env != "development",
+        JSON_SORT_KEYS=False,
+    )
+    register_error_handlers(app)
+    for module in (health, pages, auth, webhooks, admin, events):
+        app.register_blueprint(module.bp)
+    _install_request_ids(app)
+    return app
+
+
+def _install_request_ids(app: Flask) -> None:
+    """Every request gets an id (the caller's ``X-Request-ID`` when it is sane), logged and echoed back."""
+
+    @app.before_request
+    def _start() -> None:
+        incoming = request.headers.get("X-Request-ID", "")
+        request_id = incoming if 0 < len(incoming) <= 64 and incoming.isascii() else uuid.uuid4().hex
+        g.request_id = request_id
+        g.started = time.perf_counter()
+        g.log_token = logs.push(request_id=request_id)
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
+    @app.teardown_request
+    def _teardown(_exc: BaseException | None) -> None:
+        token = g.pop("log_token", None)
+        if token is not None:
+            logs.pop(token)

@@ -1,0 +1,7 @@
+"""The webhooks blueprint; its routes arrive with the issue that owns them."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
