@@ -23,7 +23,14 @@ def test_upsert_creates_then_second_run_changes_nothing(db_session: Session) -> 
 def test_upsert_keeps_the_apps_own_fields(db_session: Session) -> None:
     user = make_user(db_session, role="hr", employee_id="E-7", department="Payroll")
     email_before = user.email
-    record = user_record(asgardeo_id=user.asgardeo_id, source_version=user.source_version + 1, email="new@example.com")
+    record = user_record(
+        asgardeo_id=user.asgardeo_id,
+        username=user.username,
+        first_name=user.first_name,
+        last_name=user.last_name,
+        source_version=user.source_version + 1,
+        email="new@example.com",
+    )
     result = upsert_users(db_session, [record], source="reconcile")
     db_session.refresh(user)
     assert result.updated == 1
