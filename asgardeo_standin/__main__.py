@@ -1,0 +1,5 @@
+"""``python -m asgardeo_standin serve ...``."""
+
+from .cli import main
+
+raise SystemExit(main())

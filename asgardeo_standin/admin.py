@@ -1,0 +1,132 @@
+"""The operator's JSON API under ``/_standin/`` (no auth: a test double bound to loopback).
+
+Every directory change made here goes through :class:`~asgardeo_standin.directory.Directory`, so it emits the
+same webhooks a SCIM write would. Nothing here waits on webhook delivery except ``webhook/flush``, whose job
+is to wait.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from .config import ChaosConfig
+from .directory import PROFILE_FIELDS, DirectoryError
+from .scim import user_resource
+
+if TYPE_CHECKING:
+    from .server import Standin
+
+
+def create_blueprint(standin: Standin) -> Blueprint:
+    bp = Blueprint("standin_admin", __name__, url_prefix="/_standin")
+    directory = standin.directory
+
+    @bp.errorhandler(DirectoryError)
+    def directory_error(exc: DirectoryError) -> tuple[Response, int]:
+        return jsonify({"error": type(exc).__name__, "detail": str(exc)}), exc.status
+
+    def body() -> dict[str, Any]:
+        data = request.get_json(silent=True)
+        return data if isinstance(data, dict) else {}
+
+    def resource(user_id: str) -> Response:
+        return jsonify(user_resource(directory.get(user_id), standin.base_url))
+
+    @bp.get("/health")
+    def health() -> Response:
+        return jsonify({"ok": True, "base_url": standin.base_url, "users": directory.count()})
+
+    @bp.post("/seed")
+    def seed() -> Response:
+        data = body()
+        result = directory.seed(int(data.get("count", 0)), str(data.get("prefix", "user")))
+        return jsonify({**result, "total": directory.count()})
+
+    @bp.post("/users")
+    def create_user() -> tuple[Response, int]:
+        data = body()
+        fields = {k: data[k] for k in PROFILE_FIELDS if k in data}
+        if "username" not in fields:
+            raise DirectoryError("username is required")
+        user = directory.create_user(
+            password=data.get("password"), disabled=bool(data.get("disabled")), locked=bool(data.get("locked")),
+            user_id=data.get("id"), **fields,
+        )
+        return jsonify(user_resource(user, standin.base_url)), 201
+
+    @bp.patch("/users/<user_id>")
+    def update_user(user_id: str) -> Response:
+        data = body()
+        directory.update_profile(user_id, {k: data[k] for k in PROFILE_FIELDS if k in data},
+                                 password=data.get("password"))
+        return resource(user_id)
+
+    @bp.post("/users/<user_id>/<action>")
+    def user_action(user_id: str, action: str) -> Response:
+        actions = {
+            "disable": lambda: directory.set_disabled(user_id, True),
+            "enable": lambda: directory.set_disabled(user_id, False),
+            "lock": lambda: directory.set_locked(user_id, True),
+            "unlock": lambda: directory.set_locked(user_id, False),
+        }
+        if action == "end-sessions":
+            directory.get(user_id)
+            return jsonify({"ended": standin.provider.end_user_sessions(user_id)})
+        if action not in actions:
+            return Response(status=404)
+        actions[action]()
+        return resource(user_id)
+
+    @bp.delete("/users/<user_id>")
+    def delete_user(user_id: str) -> Response:
+        directory.delete_user(user_id)
+        return Response(status=204)
+
+    @bp.post("/keys/rotate")
+    def rotate_keys() -> Response:
+        return jsonify({"kid": standin.keys.rotate(), "jwks": standin.keys.public_jwks()})
+
+    @bp.get("/dump")
+    def dump() -> Response:
+        return jsonify({
+            "users": [user_resource(u, standin.base_url) for u in directory.all_users()],
+            "deleted": directory.deleted_ids(),
+        })
+
+    @bp.put("/chaos")
+    def set_chaos() -> Response:
+        known = set(ChaosConfig.__dataclass_fields__)
+        chaos = ChaosConfig(**{k: v for k, v in body().items() if k in known})
+        standin.publisher.set_chaos(chaos)
+        return jsonify(asdict(chaos))
+
+    @bp.put("/webhook")
+    def set_webhook() -> Response:
+        data = body()
+        standin.publisher.configure(data.get("url"), data.get("secret"))
+        return jsonify(standin.publisher.status())
+
+    @bp.get("/webhook")
+    def webhook_status() -> Response:
+        return jsonify(standin.publisher.status())
+
+    @bp.post("/webhook/flush")
+    def flush() -> Response:
+        idle = standin.publisher.wait_idle(float(body().get("timeout", 10)))
+        return jsonify({"idle": idle, **standin.publisher.status()})
+
+    @bp.put("/ratelimit")
+    def set_rate_limit() -> Response:
+        data = body()
+        window = data.get("window_seconds")
+        standin.limiter.configure(int(data.get("per_minute", 0)), float(window) if window else None)
+        return jsonify({"per_minute": standin.limiter.per_minute})
+
+    @bp.get("/stats")
+    def stats() -> Response:
+        return jsonify(standin.stats_snapshot())
+
+    return bp

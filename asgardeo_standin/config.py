@@ -1,0 +1,90 @@
+"""Configuration of the Asgardeo stand-in.
+
+The dataclass is the whole contract between the stand-in and whoever starts it (the local run, test fixtures,
+benchmarks). ``from_env`` is the only place the stand-in reads the environment, and only the CLI calls it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ChaosConfig:
+    """Delivery faults injected by the webhook publisher, drawn from ``random.Random(seed)``.
+
+    Rates are probabilities in [0, 1] applied per event; ``delay_ms_max`` delays each delivery by a uniform
+    0..max milliseconds. All zero means a well-behaved publisher.
+    """
+
+    seed: int = 0
+    drop_rate: float = 0.0
+    duplicate_rate: float = 0.0
+    delay_ms_max: int = 0
+    reorder_rate: float = 0.0
+
+
+@dataclass
+class StandinConfig:
+    """Everything needed to start one stand-in organisation."""
+
+    org: str = "demo"
+    host: str = "127.0.0.1"
+    port: int = 0
+    rate_limit_per_minute: int = 200
+    web_client_id: str = "standin-web"
+    web_client_secret: str = "standin-web-secret"  # noqa: S105 - a fixed test-double credential
+    web_redirect_uris: list[str] = field(default_factory=lambda: ["http://127.0.0.1:5000/auth/callback"])
+    web_post_logout_redirect_uris: list[str] = field(default_factory=lambda: ["http://127.0.0.1:5000/"])
+    web_backchannel_logout_uri: str | None = None
+    m2m_client_id: str = "standin-m2m"
+    m2m_client_secret: str = "standin-m2m-secret"  # noqa: S105 - a fixed test-double credential
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    chaos: ChaosConfig = field(default_factory=ChaosConfig)
+    seed_demo: bool = False
+    access_token_ttl: int = 3600
+    id_token_ttl: int = 3600
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> StandinConfig:
+        """Build a config from ``STANDIN_*`` variables; unset variables keep the defaults.
+
+        Lists are comma-separated; booleans accept 1/true/yes.
+        """
+        env = dict(os.environ if environ is None else environ)
+        cfg = cls()
+
+        def text(name: str) -> str | None:
+            value = env.get(f"STANDIN_{name}")
+            return value if value else None
+
+        def listing(name: str) -> list[str] | None:
+            value = text(name)
+            return [part.strip() for part in value.split(",") if part.strip()] if value else None
+
+        for attr in ("org", "host", "web_client_id", "web_client_secret", "m2m_client_id", "m2m_client_secret"):
+            if (value := text(attr.upper())) is not None:
+                setattr(cfg, attr, value)
+        for attr in ("port", "rate_limit_per_minute", "access_token_ttl", "id_token_ttl"):
+            if (value := text(attr.upper())) is not None:
+                setattr(cfg, attr, int(value))
+        for attr in ("web_backchannel_logout_uri", "webhook_url", "webhook_secret"):
+            if (value := text(attr.upper())) is not None:
+                setattr(cfg, attr, value)
+        if (uris := listing("WEB_REDIRECT_URIS")) is not None:
+            cfg.web_redirect_uris = uris
+        if (uris := listing("WEB_POST_LOGOUT_REDIRECT_URIS")) is not None:
+            cfg.web_post_logout_redirect_uris = uris
+        if (flag := text("SEED_DEMO")) is not None:
+            cfg.seed_demo = flag.lower() in {"1", "true", "yes"}
+        chaos = cfg.chaos
+        if (value := text("CHAOS_SEED")) is not None:
+            chaos.seed = int(value)
+        for attr in ("drop_rate", "duplicate_rate", "reorder_rate"):
+            if (value := text(f"CHAOS_{attr.upper()}")) is not None:
+                setattr(chaos, attr, float(value))
+        if (value := text("CHAOS_DELAY_MS_MAX")) is not None:
+            chaos.delay_ms_max = int(value)
+        return cfg

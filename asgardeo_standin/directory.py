@@ -1,0 +1,405 @@
+"""The stand-in's user directory: in-memory state behind one lock, and the change events it emits.
+
+Every write goes through :class:`Directory`, which stamps the user's ``last_modified_ms`` (strictly increasing
+per user, even within one millisecond) and hands a :class:`Change` to each listener while still holding the lock,
+so listeners see changes in commit order. Listeners must not block: the webhook publisher only enqueues, the
+OIDC session store hands back-channel logouts to a worker.
+
+Records are frozen; an update replaces the record, so readers may serialise records outside the lock.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+SEED_PASSWORD = "Passw0rd!"  # noqa: S105 - documented password of every seeded user
+USER_STORE = "DEFAULT"
+CLAIM_URIS = {
+    "username": "http://wso2.org/claims/username",
+    "email": "http://wso2.org/claims/emailaddress",
+    "given_name": "http://wso2.org/claims/givenname",
+    "family_name": "http://wso2.org/claims/lastname",
+    "groups": "http://wso2.org/claims/groups",
+}
+PROFILE_FIELDS = tuple(CLAIM_URIS)
+EVENT_URI = "https://schemas.identity.wso2.org/events/{channel}/event-type/{name}"
+CHANNEL_URI = "https://schemas.identity.wso2.org/events/{channel}"
+CHANNELS = ("user", "registration")
+_NAMESPACE = uuid.UUID("5f0c6b8e-9d1e-4b7a-8f00-5ea7de0a5a00")
+_GIVEN = ("Ada", "Ben", "Chloe", "Dev", "Elif", "Farid", "Grace", "Hiro", "Ines", "Jon",
+          "Kemi", "Liam", "Mei", "Nia", "Omar", "Priya", "Quinn", "Rosa", "Sven", "Tara")
+_FAMILY = ("Abara", "Berg", "Costa", "Dube", "Eriksen", "Fong", "Garcia", "Haddad", "Ito", "Jensen",
+           "Kowalski", "Lopez", "Moreau", "Nakamura", "Okafor", "Patel", "Quist", "Rossi", "Silva", "Tan")
+_DEPARTMENTS = ("Engineering", "Sales", "Support", "Finance")
+
+
+class DirectoryError(Exception):
+    """Base of the directory's domain errors; ``status`` is the HTTP status the boundary maps it to."""
+
+    status = 400
+    scim_type: str | None = None
+
+
+class UserNotFound(DirectoryError):
+    status = 404
+
+
+class UsernameTaken(DirectoryError):
+    status = 409
+    scim_type = "uniqueness"
+
+
+def hash_password(password: str) -> str:
+    """A fast digest: this is a test double, and seeding 100,000 users must not spend a KDF per user."""
+    return hashlib.sha256(password.encode()).hexdigest()
+
+
+def group_id(name: str) -> str:
+    """Deterministic group id, so SCIM ``groups[].value`` is stable across runs."""
+    return str(uuid.uuid5(_NAMESPACE, f"group:{name}"))
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    """One live user. ``id`` is the join key: SCIM ``id``, OIDC ``sub`` and webhook ``user.id``."""
+
+    id: str
+    username: str
+    email: str | None
+    given_name: str | None
+    family_name: str | None
+    groups: tuple[str, ...]
+    password_hash: str
+    disabled: bool
+    locked: bool
+    created_ms: int
+    last_modified_ms: int
+
+    def profile(self) -> dict[str, Any]:
+        """The profile fields as claim-comparable values (``groups`` as a list)."""
+        return {
+            "username": self.username,
+            "email": self.email,
+            "given_name": self.given_name,
+            "family_name": self.family_name,
+            "groups": list(self.groups),
+        }
+
+    @property
+    def can_log_in(self) -> bool:
+        return not (self.disabled or self.locked)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One committed directory change, as the webhook events it must produce.
+
+    ``events`` lists (channel, event name); ``iat_ms`` equals the user's new ``last_modified_ms`` (or the
+    deletion time) so consumers can use it as a version. ``delta`` holds added/updated/removed profile fields
+    for ``userProfileUpdated``.
+    """
+
+    user: UserRecord
+    events: tuple[tuple[str, str], ...]
+    iat_ms: int
+    action: str | None = None
+    delta: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rci: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+Listener = Callable[[Change], None]
+
+
+class Directory:
+    """Users by id, a username index and an insertion-ordered id list for stable SCIM paging."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._users: dict[str, UserRecord] = {}
+        self._by_username: dict[str, str] = {}
+        self._order: list[str] = []
+        self._deleted: dict[str, int] = {}
+        self._listeners: list[Listener] = []
+        self._seed_hash = hash_password(SEED_PASSWORD)
+
+    def subscribe(self, listener: Listener) -> None:
+        """Register a non-blocking callback run under the lock for every committed change."""
+        self._listeners.append(listener)
+
+    # --- reads -------------------------------------------------------------------------------------------
+    def get(self, user_id: str) -> UserRecord:
+        with self._lock:
+            user = self._users.get(user_id)
+        if user is None:
+            raise UserNotFound(f"User {user_id} not found")
+        return user
+
+    def find_by_username(self, username: str) -> UserRecord | None:
+        with self._lock:
+            user_id = self._by_username.get(username.lower())
+            return self._users.get(user_id) if user_id else None
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self._order)
+
+    def page(self, start_index: int, count: int) -> tuple[int, list[UserRecord]]:
+        """Return (total, users) for a 1-based SCIM page in insertion order."""
+        with self._lock:
+            ids = self._order[max(start_index, 1) - 1 : max(start_index, 1) - 1 + count]
+            return len(self._order), [self._users[i] for i in ids]
+
+    def all_users(self) -> list[UserRecord]:
+        with self._lock:
+            return [self._users[i] for i in self._order]
+
+    def deleted_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._deleted)
+
+    def authenticate(self, username: str, password: str) -> UserRecord | None:
+        """The user if the password matches and the account may log in (not disabled, locked or deleted)."""
+        user = self.find_by_username(username.removeprefix(f"{USER_STORE}/"))
+        if user is None or not user.can_log_in:
+            return None
+        if not hmac.compare_digest(user.password_hash, hash_password(password)):
+            return None
+        return user
+
+    # --- writes ------------------------------------------------------------------------------------------
+    def _stamp(self, previous: int) -> int:
+        return max(now_ms(), previous + 1)
+
+    def _emit(self, change: Change) -> None:
+        for listener in self._listeners:
+            listener(change)
+
+    def _insert(self, user: UserRecord) -> None:
+        self._users[user.id] = user
+        self._by_username[user.username.lower()] = user.id
+        self._order.append(user.id)
+        self._deleted.pop(user.id, None)
+
+    def create_user(
+        self,
+        username: str,
+        password: str | None = None,
+        email: str | None = None,
+        given_name: str | None = None,
+        family_name: str | None = None,
+        groups: Iterable[str] = (),
+        disabled: bool = False,
+        locked: bool = False,
+        user_id: str | None = None,
+    ) -> UserRecord:
+        """Create a user; emits ``userCreated`` and ``registrationSuccess``. Raises UsernameTaken."""
+        username = username.removeprefix(f"{USER_STORE}/")
+        with self._lock:
+            if username.lower() in self._by_username:
+                raise UsernameTaken(f"User {username} already exists")
+            stamp = now_ms()
+            user = UserRecord(
+                id=user_id or str(uuid.uuid4()),
+                username=username,
+                email=email,
+                given_name=given_name,
+                family_name=family_name,
+                groups=tuple(groups),
+                password_hash=hash_password(password) if password else self._seed_hash,
+                disabled=disabled,
+                locked=locked,
+                created_ms=stamp,
+                last_modified_ms=stamp,
+            )
+            self._insert(user)
+            self._emit(Change(user, (("user", "userCreated"), ("registration", "registrationSuccess")),
+                              stamp, action="REGISTER"))
+            return user
+
+    def seed(self, count: int, prefix: str = "user") -> dict[str, int]:
+        """Create users ``{prefix}000001@example.com`` .. with deterministic ids, names and groups.
+
+        Safe to re-run: users that already exist (same id or username) are skipped. All share
+        :data:`SEED_PASSWORD`. Emits the creation events of each new user.
+        """
+        created = skipped = 0
+        with self._lock:
+            for i in range(1, count + 1):
+                user_id = str(uuid.uuid5(_NAMESPACE, f"{prefix}:{i}"))
+                username = f"{prefix}{i:06d}@example.com"
+                if user_id in self._users or username.lower() in self._by_username:
+                    skipped += 1
+                    continue
+                stamp = now_ms()
+                user = UserRecord(
+                    id=user_id,
+                    username=username,
+                    email=username,
+                    given_name=_GIVEN[i % len(_GIVEN)],
+                    family_name=_FAMILY[(i // len(_GIVEN)) % len(_FAMILY)],
+                    groups=("Employees", _DEPARTMENTS[i % len(_DEPARTMENTS)]),
+                    password_hash=self._seed_hash,
+                    disabled=False,
+                    locked=False,
+                    created_ms=stamp,
+                    last_modified_ms=stamp,
+                )
+                self._insert(user)
+                if self._listeners:
+                    self._emit(Change(user, (("user", "userCreated"), ("registration", "registrationSuccess")),
+                                      stamp, action="REGISTER"))
+                created += 1
+        return {"created": created, "skipped": skipped}
+
+    def update_profile(self, user_id: str, changes: dict[str, Any], password: str | None = None) -> UserRecord:
+        """Apply profile fields (``PROFILE_FIELDS``); emits ``userProfileUpdated`` with the delta only.
+
+        A no-op update (nothing differs) changes nothing and emits nothing.
+        """
+        unknown = set(changes) - set(PROFILE_FIELDS)
+        if unknown:
+            raise DirectoryError(f"Unknown profile fields: {sorted(unknown)}")
+        with self._lock:
+            user = self.get(user_id)
+            before = user.profile()
+            after = dict(before)
+            for key, value in changes.items():
+                if key == "groups":
+                    after[key] = list(value or [])
+                elif key == "username":
+                    after[key] = str(value).removeprefix(f"{USER_STORE}/")
+                else:
+                    after[key] = value or None
+            delta: dict[str, dict[str, Any]] = {"added": {}, "updated": {}, "removed": {}}
+            for key in PROFILE_FIELDS:
+                old, new = before[key], after[key]
+                if old == new:
+                    continue
+                if not old:
+                    delta["added"][key] = new
+                elif not new:
+                    delta["removed"][key] = old
+                else:
+                    delta["updated"][key] = new
+            new_hash = hash_password(password) if password else user.password_hash
+            if not any(delta.values()):
+                if new_hash != user.password_hash:
+                    user = replace(user, password_hash=new_hash)
+                    self._users[user.id] = user
+                return user
+            new_name = after["username"]
+            if new_name.lower() != user.username.lower():
+                if new_name.lower() in self._by_username:
+                    raise UsernameTaken(f"User {new_name} already exists")
+                del self._by_username[user.username.lower()]
+                self._by_username[new_name.lower()] = user.id
+            stamp = self._stamp(user.last_modified_ms)
+            user = replace(
+                user,
+                username=new_name,
+                email=after["email"],
+                given_name=after["given_name"],
+                family_name=after["family_name"],
+                groups=tuple(after["groups"]),
+                password_hash=new_hash,
+                last_modified_ms=stamp,
+            )
+            self._users[user.id] = user
+            self._emit(Change(user, (("user", "userProfileUpdated"),), stamp, action="UPDATE", delta=delta))
+            return user
+
+    def set_disabled(self, user_id: str, disabled: bool) -> UserRecord:
+        """Disable or enable; emits ``userDisabled``/``userEnabled`` only when the flag actually flips."""
+        return self._set_flag(user_id, "disabled", disabled, "userDisabled" if disabled else "userEnabled")
+
+    def set_locked(self, user_id: str, locked: bool) -> UserRecord:
+        """Lock or unlock; emits ``userAccountLocked``/``userAccountUnlocked`` only when the flag flips."""
+        return self._set_flag(user_id, "locked", locked, "userAccountLocked" if locked else "userAccountUnlocked")
+
+    def _set_flag(self, user_id: str, attr: str, value: bool, event: str) -> UserRecord:
+        with self._lock:
+            user = self.get(user_id)
+            if getattr(user, attr) == value:
+                return user
+            stamp = self._stamp(user.last_modified_ms)
+            user = replace(user, last_modified_ms=stamp, **{attr: value})
+            self._users[user.id] = user
+            self._emit(Change(user, (("user", event),), stamp))
+            return user
+
+    def delete_user(self, user_id: str) -> UserRecord:
+        """Delete; emits ``userDeleted``. Later GETs 404 and the id is listed in ``deleted_ids``."""
+        with self._lock:
+            user = self.get(user_id)
+            stamp = self._stamp(user.last_modified_ms)
+            del self._users[user_id]
+            del self._by_username[user.username.lower()]
+            self._order.remove(user_id)
+            self._deleted[user_id] = stamp
+            self._emit(Change(replace(user, last_modified_ms=stamp), (("user", "userDeleted"),), stamp))
+            return user
+
+
+def organization_ids(org: str) -> dict[str, Any]:
+    org_id = str(uuid.uuid5(_NAMESPACE, f"org:{org}"))
+    return {"id": org_id, "name": org, "orgHandle": org, "depth": 0}
+
+
+def _claims(values: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"uri": CLAIM_URIS[key], "value": value} for key, value in values.items() if value not in (None, "", [])]
+
+
+def build_payloads(change: Change, root_url: str, org: str, initiator_ip: str = "127.0.0.1") -> list[dict[str, Any]]:
+    """Asgardeo's webhook bodies for one change, one per event, in the shape of shared/asgardeo/webhooks.
+
+    Empty and null fields are dropped, as Asgardeo does. Copies of one event share its ``jti``.
+    """
+    user = change.user
+    organization = organization_ids(org)
+    bodies = []
+    for channel, name in change.events:
+        user_part: dict[str, Any] = {
+            "id": user.id,
+            "organization": organization,
+            "ref": f"{root_url}/t/{org}/scim2/Users/{user.id}",
+        }
+        if name == "userProfileUpdated":
+            for kind in ("added", "updated", "removed"):
+                if change.delta.get(kind):
+                    user_part[f"{kind}Claims"] = _claims(change.delta[kind])
+        elif name == "userDeleted":
+            user_part["claims"] = _claims({"username": user.username})
+        elif name in ("userCreated", "registrationSuccess"):
+            user_part["claims"] = _claims(user.profile())
+        else:
+            user_part["claims"] = _claims({"username": user.username, "email": user.email})
+        event: dict[str, Any] = {
+            "initiatorType": "ADMIN",
+            "initiatorIpAddress": initiator_ip,
+            "user": user_part,
+            "tenant": {"id": str(uuid.UUID(organization["id"]).int % 100000), "name": org},
+            "organization": organization,
+            "userStore": {"id": base64.b64encode(USER_STORE.encode()).decode(), "name": USER_STORE},
+        }
+        if change.action:
+            event["action"] = change.action
+        bodies.append({
+            "iss": f"{root_url}/t/{org}",
+            "jti": str(uuid.uuid4()),
+            "iat": change.iat_ms,
+            "rci": change.rci,
+            "events": {EVENT_URI.format(channel=channel, name=name): event},
+        })
+    return bodies
