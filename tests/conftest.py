@@ -7,13 +7,17 @@ the Celery configuration are read at import time exactly as in production.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from tests.services import ServiceUnavailable, TestServices
+from tests.stack import STACK, LiveServer
 
 _services = TestServices()
 _services_error: str | None = None
@@ -33,6 +37,7 @@ def pytest_configure(config: pytest.Config) -> None:
         DATABASE_URL=_services.database_url,
         REDIS_URL=_services.redis_url,
         REDIS_KEY_PREFIX=_services.key_prefix,
+        **STACK.environment(),
     )
     from models import migrate  # noqa: PLC0415 - must follow the environment set above
     from models.settings import get_settings  # noqa: PLC0415
@@ -101,3 +106,97 @@ def clean_redis() -> Iterator[None]:
     client = get_redis()
     for key in client.scan_iter(match=f"{_services.key_prefix}*", count=1000):
         client.delete(key)
+
+
+@pytest.fixture
+def app(clean_db: None) -> Flask:
+    """A Flask app on this run's database and Redis; tables are emptied after the test."""
+    from models.settings import get_settings  # noqa: PLC0415
+    from web import create_app  # noqa: PLC0415
+
+    application = create_app(get_settings())
+    application.config["TESTING"] = True
+    return application
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def make_signed_in_user() -> Callable[..., tuple[int, str]]:
+    """Build a committed user with a live session; returns ``(user id, session token)`` for Bearer calls."""
+    from models.db import unit_of_work  # noqa: PLC0415
+    from tests.factories import login, make_user  # noqa: PLC0415
+
+    def build(role: str = "employee", **fields: object) -> tuple[int, str]:
+        with unit_of_work() as session:
+            user = make_user(session, role=role, **fields)
+            issued = login(session, user)
+            return user.id, issued.token
+
+    return build
+
+
+@pytest.fixture
+def admin_headers(make_signed_in_user: Callable[..., tuple[int, str]]) -> dict[str, str]:
+    _, token = make_signed_in_user(role="admin")
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="session")
+def celery_worker() -> Iterator[Any]:
+    """A real Celery worker in this process (thread pool) consuming every queue of the real Redis broker."""
+    from celery.contrib.testing.worker import start_worker  # noqa: PLC0415
+
+    from tasks import app as celery_app  # noqa: PLC0415
+
+    from tasks.health import ping  # noqa: PLC0415
+
+    queues = [q.name for q in celery_app.conf.task_queues]
+    # Celery's own ping check reads a result that this app's task_ignore_result drops; ours keeps its result.
+    with start_worker(
+        celery_app,
+        pool="threads",
+        concurrency=4,
+        perform_ping_check=False,
+        queues=queues,
+        shutdown_timeout=30,
+        loglevel="WARNING",
+    ) as worker:
+        assert ping.delay().get(timeout=30) == "pong"
+        yield worker
+
+
+@pytest.fixture(scope="session")
+def standin() -> Iterator[Any]:
+    """The Asgardeo stand-in over real HTTP, configured as the product's settings expect (see tests/stack.py).
+
+    Shared by the whole run: tests create their own users in it rather than assume an empty directory.
+    """
+    from asgardeo_standin.server import start_in_thread  # noqa: PLC0415
+
+    handle = start_in_thread(STACK.standin_config())
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture(scope="session")
+def standin_admin(standin: Any) -> Any:
+    from asgardeo_standin.client import StandinAdmin  # noqa: PLC0415
+
+    return StandinAdmin(standin.root_url)
+
+
+@pytest.fixture(scope="session")
+def live_server() -> Iterator[LiveServer]:
+    """The product's Flask app served over real HTTP on ``PUBLIC_BASE_URL`` (threaded werkzeug server)."""
+    server = LiveServer(STACK.web_port)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
