@@ -39,15 +39,15 @@ def pytest_configure(config: pytest.Config) -> None:
         REDIS_KEY_PREFIX=_services.key_prefix,
         **STACK.environment(),
     )
-    from models import migrate  # noqa: PLC0415 - must follow the environment set above
-    from models.settings import get_settings  # noqa: PLC0415
+    from models import migrate
+    from models.settings import get_settings
 
     get_settings.cache_clear()
     migrate.upgrade()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    from models.db import reset_engine  # noqa: PLC0415
+    from models.db import reset_engine
 
     reset_engine()
     _services.stop()
@@ -71,7 +71,7 @@ def services() -> TestServices:
 @pytest.fixture
 def db_session() -> Iterator[Session]:
     """A session inside a transaction that is rolled back after the test (SQLAlchemy's external-transaction recipe)."""
-    from models.db import get_engine  # noqa: PLC0415
+    from models.db import get_engine
 
     connection = get_engine().connect()
     outer = connection.begin()
@@ -90,7 +90,7 @@ TABLES = ("user_changes", "sessions", "webhook_events", "sync_runs", "users")
 @pytest.fixture
 def clean_db() -> Iterator[None]:
     """For tests whose writes are committed by other threads or processes (web, worker): empty the tables after."""
-    from models.db import get_engine  # noqa: PLC0415
+    from models.db import get_engine
 
     yield
     with get_engine().begin() as conn:
@@ -100,7 +100,7 @@ def clean_db() -> Iterator[None]:
 @pytest.fixture
 def clean_redis() -> Iterator[None]:
     """Delete this run's Redis keys after the test (Celery's queues included)."""
-    from tasks.redis_client import get_redis  # noqa: PLC0415
+    from tasks.redis_client import get_redis
 
     yield
     client = get_redis()
@@ -111,8 +111,8 @@ def clean_redis() -> Iterator[None]:
 @pytest.fixture
 def app(clean_db: None) -> Flask:
     """A Flask app on this run's database and Redis; tables are emptied after the test."""
-    from models.settings import get_settings  # noqa: PLC0415
-    from web import create_app  # noqa: PLC0415
+    from models.settings import get_settings
+    from web import create_app
 
     application = create_app(get_settings())
     application.config["TESTING"] = True
@@ -127,8 +127,8 @@ def client(app: Flask) -> FlaskClient:
 @pytest.fixture
 def make_signed_in_user() -> Callable[..., tuple[int, str]]:
     """Build a committed user with a live session; returns ``(user id, session token)`` for Bearer calls."""
-    from models.db import unit_of_work  # noqa: PLC0415
-    from tests.factories import login, make_user  # noqa: PLC0415
+    from models.db import unit_of_work
+    from tests.factories import login, make_user
 
     def build(role: str = "employee", **fields: object) -> tuple[int, str]:
         with unit_of_work() as session:
@@ -148,11 +148,10 @@ def admin_headers(make_signed_in_user: Callable[..., tuple[int, str]]) -> dict[s
 @pytest.fixture(scope="session")
 def celery_worker() -> Iterator[Any]:
     """A real Celery worker in this process (thread pool) consuming every queue of the real Redis broker."""
-    from celery.contrib.testing.worker import start_worker  # noqa: PLC0415
+    from celery.contrib.testing.worker import start_worker
 
-    from tasks import app as celery_app  # noqa: PLC0415
-
-    from tasks.health import ping  # noqa: PLC0415
+    from tasks import app as celery_app
+    from tasks.health import ping
 
     queues = [q.name for q in celery_app.conf.task_queues]
     # Celery's own ping check reads a result that this app's task_ignore_result drops; ours keeps its result.
@@ -175,7 +174,7 @@ def standin() -> Iterator[Any]:
 
     Shared by the whole run: tests create their own users in it rather than assume an empty directory.
     """
-    from asgardeo_standin.server import start_in_thread  # noqa: PLC0415
+    from asgardeo_standin.server import start_in_thread
 
     handle = start_in_thread(STACK.standin_config())
     try:
@@ -186,7 +185,7 @@ def standin() -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def standin_admin(standin: Any) -> Any:
-    from asgardeo_standin.client import StandinAdmin  # noqa: PLC0415
+    from asgardeo_standin.client import StandinAdmin
 
     return StandinAdmin(standin.root_url)
 

@@ -52,7 +52,7 @@ class Stack:
         }
 
     def standin_config(self, **overrides: Any) -> Any:
-        from asgardeo_standin.config import StandinConfig  # noqa: PLC0415
+        from asgardeo_standin.config import StandinConfig
 
         values: dict[str, Any] = {
             "org": ORG,
@@ -83,8 +83,8 @@ class LiveServer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        from models.settings import get_settings  # noqa: PLC0415
-        from web import create_app  # noqa: PLC0415
+        from models.settings import get_settings
+        from web import create_app
 
         self._server = make_server("127.0.0.1", self.port, create_app(get_settings()), threaded=True)
         self._thread = threading.Thread(target=self._server.serve_forever, name="live-server", daemon=True)
