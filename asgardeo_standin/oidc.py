@@ -19,7 +19,7 @@ from typing import Any
 
 import requests
 from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
-from authlib.oauth2.rfc6749 import grants
+from authlib.oauth2.rfc6749 import InvalidRequestError, grants
 from authlib.oauth2.rfc6750 import BearerTokenValidator
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import OpenIDCode, OpenIDToken, UserInfo, UserInfoEndpoint
@@ -283,8 +283,16 @@ class OidcProvider:
         provider = self
 
         class S256Only(CodeChallenge):  # type: ignore[misc]
+            """PKCE mandatory for every client (Asgardeo's per-app setting, on here), S256 only."""
+
             SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
             DEFAULT_CODE_CHALLENGE_METHOD = "S256"
+
+            def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
+                data = grant.request.payload.data
+                if not data.get("code_challenge") or data.get("code_challenge_method") != "S256":
+                    raise InvalidRequestError("PKCE with code_challenge_method=S256 is mandatory")
+                super().validate_code_challenge(grant, redirect_uri)
 
         class IdToken:
             """Claims and key for ID tokens, shared by the code and the refresh grants."""
@@ -374,6 +382,10 @@ class OidcProvider:
         class Logout(EndSessionEndpoint):  # type: ignore[misc]
             def get_server_jwks(self) -> KeySet:
                 return KeySet.import_key_set(provider.keys.public_jwks())
+
+            def resolve_client_from_id_token_claims(self, id_token_claims: dict[str, Any]) -> Client | None:
+                # Our ID tokens carry ``aud`` as a list; ``azp`` names the client unambiguously.
+                return provider.clients.get(str(id_token_claims.get("azp", "")))
 
             def is_post_logout_redirect_uri_legitimate(self, request: Any, uri: str, client: Any,
                                                        logout_hint: str | None) -> bool:
