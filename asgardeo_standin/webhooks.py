@@ -63,7 +63,7 @@ class WebhookPublisher:
         self._cond = threading.Condition()
         self._intake: deque[_Event | _Handshake] = deque()
         self._heap: list[tuple[float, int, _Event]] = []
-        self._held: _Event | None = None
+        self._held: tuple[_Event, int] | None = None
         self._seq = 0
         self._inflight = 0
         self._url: str | None = None
@@ -158,7 +158,7 @@ class WebhookPublisher:
             copies = 2
             self._counts["duplicated"] += 1
         if self._held is None and chaos.reorder_rate and rng.random() < chaos.reorder_rate:
-            self._held = event
+            self._held = (event, copies)
             return
         now = time.monotonic()
         for _ in range(copies):
@@ -166,8 +166,14 @@ class WebhookPublisher:
             self._schedule(event, now + delay)
         if self._held is not None:
             # Reorder: the held event goes out right after the one that arrived after it.
-            self._schedule(self._held, now + (chaos.delay_ms_max / 1000 if chaos.delay_ms_max else 0.0))
-            self._held = None
+            self._release_held(now + (chaos.delay_ms_max / 1000 if chaos.delay_ms_max else 0.0))
+
+    def _release_held(self, due: float) -> None:
+        assert self._held is not None
+        held, copies = self._held
+        self._held = None
+        for _ in range(copies):
+            self._schedule(held, due)
 
     def _run(self) -> None:
         session = requests.Session()
@@ -189,8 +195,7 @@ class WebhookPublisher:
                         else:
                             self._admit(event)
                     if self._held is not None and not self._intake:
-                        self._schedule(self._held, max((d for d, _, _ in self._heap), default=time.monotonic()))
-                        self._held = None
+                        self._release_held(max((d for d, _, _ in self._heap), default=time.monotonic()))
                     if self._heap and self._heap[0][0] <= time.monotonic():
                         job = heapq.heappop(self._heap)[2]
                         self._inflight += 1
