@@ -29,10 +29,11 @@ from scim2_models import (
     ListResponse,
     PatchOp,
     ResourceType,
+    ResponseParameters,
     Schema,
     SchemaExtension,
-    ScimFilter,
     SCIMException,
+    ScimFilter,
     SearchRequest,
     ServiceProviderConfig,
     User,
@@ -52,8 +53,8 @@ class Wso2Extension(Extension):
     """Asgardeo's ``urn:scim:wso2:schema`` extension (only the account flags the product reads)."""
 
     __schema__ = URN(WSO2_SCHEMA)
-    accountDisabled: str | bool | None = None  # noqa: N815 - SCIM attribute names
-    accountLocked: str | bool | None = None  # noqa: N815 - SCIM attribute names
+    accountDisabled: str | bool | None = None
+    accountLocked: str | bool | None = None
 
 
 ScimUser = User[Wso2Extension]
@@ -285,7 +286,7 @@ def create_blueprint(directory: Directory, provider: OidcProvider) -> Blueprint:
             total, users = len(matches), matches[start_index - 1 : start_index - 1 + count]
         else:
             total, users = directory.page(start_index, count)
-        resources = [user_resource(u, base()) for u in users]
+        resources = [project(user_resource(u, base())) for u in users]
         body: dict[str, Any] = {
             "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
             "totalResults": total,
@@ -303,10 +304,21 @@ def create_blueprint(directory: Directory, provider: OidcProvider) -> Blueprint:
         except ValueError as exc:
             raise ScimError(400, f"{name} must be an integer", "invalidValue") from exc
 
+    def project(resource: dict[str, Any]) -> dict[str, Any]:
+        """Apply ``attributes``/``excludedAttributes`` with scim2-models (only when asked: it is the slow path)."""
+        attributes = request.args.get("attributes")
+        excluded = request.args.get("excludedAttributes")
+        if not attributes and not excluded:
+            return resource
+        model = ScimUser.model_validate(resource, scim_ctx=Context.RESOURCE_QUERY_RESPONSE)
+        parameters = ResponseParameters.model_validate({"attributes": attributes, "excludedAttributes": excluded})
+        return dict(model.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE, response_parameters=parameters))
+
     def one(user: UserRecord, status: int = 200) -> Response:
         resource = ScimUser.model_validate(user_resource(user, base()), scim_ctx=Context.RESOURCE_QUERY_RESPONSE)
-        body = resource.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE)
-        return respond(body, status, {"Location": body["meta"]["location"]})
+        body = project(resource.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE))
+        location = f"{base()}/scim2/Users/{user.id}"
+        return respond(body, status, {"Location": location})
 
     def apply(user: UserRecord, fields: dict[str, Any], disabled: bool | None, locked: bool | None,
               password: str | None) -> UserRecord:
@@ -425,6 +437,8 @@ def create_blueprint(directory: Directory, provider: OidcProvider) -> Blueprint:
 
     @bp.route("/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     def unknown(rest: str) -> Response:
+        if rest.split("/", 1)[0] in ("ServiceProviderConfig", "ResourceTypes", "Schemas"):
+            return error(405, f"{request.method} is not supported on /{rest}")
         return error(404, f"Endpoint /{rest} not found")
 
     return bp

@@ -156,6 +156,11 @@ class StandinHandle:
         return f"{self.issuer}/.well-known/openid-configuration"
 
     @property
+    def app(self) -> Any:
+        """The WSGI app, for in-process clients (e.g. scim2-client's ``WSGISCIMClient``)."""
+        return self._server.app
+
+    @property
     def directory(self) -> Directory:
         return self.standin.directory
 

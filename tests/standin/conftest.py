@@ -63,10 +63,12 @@ class Subscriber:
                 return Response("busy", status=503)(environ, start_response)
             raw = request.get_data()
             expected = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), raw, hashlib.sha256).hexdigest()
-            self.deliveries.append({
-                "body": json.loads(raw),
-                "signature_ok": hmac.compare_digest(expected, request.headers.get("X-Hub-Signature", "")),
-            })
+            self.deliveries.append(
+                {
+                    "body": json.loads(raw),
+                    "signature_ok": hmac.compare_digest(expected, request.headers.get("X-Hub-Signature", "")),
+                }
+            )
         return Response("", status=202)(environ, start_response)
 
     def events(self) -> list[tuple[str, dict[str, Any]]]:
@@ -88,8 +90,11 @@ def subscriber() -> Iterator[Subscriber]:
 
 
 def make_config(**overrides: Any) -> StandinConfig:
-    config = StandinConfig(rate_limit_per_minute=0, web_redirect_uris=[REDIRECT_URI],
-                           web_post_logout_redirect_uris=["http://127.0.0.1:5999/"])
+    config = StandinConfig(
+        rate_limit_per_minute=0,
+        web_redirect_uris=[REDIRECT_URI],
+        web_post_logout_redirect_uris=["http://127.0.0.1:5999/"],
+    )
     for key, value in overrides.items():
         setattr(config, key, value)
     return config
@@ -108,9 +113,12 @@ def admin(standin: StandinHandle) -> StandinAdmin:
 
 def m2m_token(handle: StandinHandle, scope: str = "internal_user_mgt_list internal_user_mgt_view") -> str:
     config = handle.config
-    response = requests.post(f"{handle.base_url}/oauth2/token",
-                             data={"grant_type": "client_credentials", "scope": scope},
-                             auth=(config.m2m_client_id, config.m2m_client_secret), timeout=5)
+    response = requests.post(
+        f"{handle.base_url}/oauth2/token",
+        data={"grant_type": "client_credentials", "scope": scope},
+        auth=(config.m2m_client_id, config.m2m_client_secret),
+        timeout=5,
+    )
     response.raise_for_status()
     return str(response.json()["access_token"])
 

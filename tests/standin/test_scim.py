@@ -14,8 +14,9 @@ from .conftest import m2m_token, make_config
 ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"
 
 
-def test_list_pages_with_start_index_and_caps_count(standin: StandinHandle, scim: requests.Session,
-                                                    admin: StandinAdmin) -> None:
+def test_list_pages_with_start_index_and_caps_count(
+    standin: StandinHandle, scim: requests.Session, admin: StandinAdmin
+) -> None:
     admin.seed(250)
     page = scim.get(f"{standin.base_url}/scim2/Users", params={"startIndex": 1, "count": 500}, timeout=5).json()
     assert page["totalResults"] == 252
@@ -27,8 +28,9 @@ def test_list_pages_with_start_index_and_caps_count(standin: StandinHandle, scim
 
 
 def test_resources_have_asgardeo_shape(standin: StandinHandle, scim: requests.Session) -> None:
-    page = scim.get(f"{standin.base_url}/scim2/Users", params={"filter": 'userName eq "admin@example.com"'},
-                    timeout=5).json()
+    page = scim.get(
+        f"{standin.base_url}/scim2/Users", params={"filter": 'userName eq "admin@example.com"'}, timeout=5
+    ).json()
     assert page["totalResults"] == 1
     user = page["Resources"][0]
     assert user["userName"] == "DEFAULT/admin@example.com"
@@ -60,46 +62,77 @@ def test_filters(standin: StandinHandle, scim: requests.Session) -> None:
     assert total('userName eq "nobody@example.com"') == 0
     assert total('emails co "example.com"') == 2
     assert total('name.givenName sw "Al" and userName ew "example.com"') == 1
-    response = scim.get(f"{standin.base_url}/scim2/Users",
-                        params={"filter": 'userName eq "a" or userName eq "b"'}, timeout=5)
+    response = scim.get(
+        f"{standin.base_url}/scim2/Users", params={"filter": 'userName eq "a" or userName eq "b"'}, timeout=5
+    )
     assert response.status_code == 400
     assert response.json()["scimType"] == "invalidFilter"
     assert ERROR_SCHEMA in response.json()["schemas"]
 
 
 def test_search_endpoint(standin: StandinHandle, scim: requests.Session) -> None:
-    response = scim.post(f"{standin.base_url}/scim2/Users/.search", json={
-        "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
-        "filter": 'userName eq "admin@example.com"', "startIndex": 1, "count": 10}, timeout=5)
+    response = scim.post(
+        f"{standin.base_url}/scim2/Users/.search",
+        json={
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+            "filter": 'userName eq "admin@example.com"',
+            "startIndex": 1,
+            "count": 10,
+        },
+        timeout=5,
+    )
     assert response.status_code == 200, response.text
     assert response.json()["totalResults"] == 1
 
 
 def test_create_get_put_patch_delete(standin: StandinHandle, scim: requests.Session) -> None:
     users = f"{standin.base_url}/scim2/Users"
-    created = scim.post(users, json={
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "lee@example.com",
-        "password": "Lee#pass1", "name": {"givenName": "Lee", "familyName": "Park"},
-        "emails": [{"value": "lee@example.com", "primary": True}]}, timeout=5)
+    created = scim.post(
+        users,
+        json={
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": "lee@example.com",
+            "password": "Lee#pass1",
+            "name": {"givenName": "Lee", "familyName": "Park"},
+            "emails": [{"value": "lee@example.com", "primary": True}],
+        },
+        timeout=5,
+    )
     assert created.status_code == 201, created.text
     user_id = created.json()["id"]
     assert created.json()["userName"] == "DEFAULT/lee@example.com"
     assert scim.get(f"{users}/{user_id}", timeout=5).json()["name"]["familyName"] == "Park"
-    duplicate = scim.post(users, json={"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-                                       "userName": "lee@example.com"}, timeout=5)
+    duplicate = scim.post(
+        users,
+        json={"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "lee@example.com"},
+        timeout=5,
+    )
     assert duplicate.status_code == 409 and duplicate.json()["scimType"] == "uniqueness"
 
-    replaced = scim.put(f"{users}/{user_id}", json={
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", "urn:scim:wso2:schema"], "id": user_id,
-        "userName": "lee@example.com", "name": {"givenName": "Lee", "familyName": "Kim"},
-        "emails": [{"value": "lee@example.com"}], "urn:scim:wso2:schema": {"accountDisabled": "true"}}, timeout=5)
+    replaced = scim.put(
+        f"{users}/{user_id}",
+        json={
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", "urn:scim:wso2:schema"],
+            "id": user_id,
+            "userName": "lee@example.com",
+            "name": {"givenName": "Lee", "familyName": "Kim"},
+            "emails": [{"value": "lee@example.com"}],
+            "urn:scim:wso2:schema": {"accountDisabled": "true"},
+        },
+        timeout=5,
+    )
     assert replaced.status_code == 200, replaced.text
     assert replaced.json()["name"]["familyName"] == "Kim"
     assert replaced.json()["urn:scim:wso2:schema"]["accountDisabled"] == "true"
 
-    patched = scim.patch(f"{users}/{user_id}", json={
-        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-        "Operations": [{"op": "replace", "path": "name.givenName", "value": "Leo"}]}, timeout=5)
+    patched = scim.patch(
+        f"{users}/{user_id}",
+        json={
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "path": "name.givenName", "value": "Leo"}],
+        },
+        timeout=5,
+    )
     assert patched.status_code == 200, patched.text
     assert patched.json()["name"] == {"givenName": "Leo", "familyName": "Kim"}
 
@@ -132,8 +165,9 @@ def test_rate_limit_answers_429_per_ip() -> None:
     with start_in_thread(make_config(rate_limit_per_minute=5)) as handle:
         token = m2m_token(handle, "internal_user_mgt_list")  # one /oauth2 request counts too
         headers = {"Authorization": f"Bearer {token}"}
-        statuses = [requests.get(f"{handle.base_url}/scim2/Users", headers=headers, timeout=5).status_code
-                    for _ in range(6)]
+        statuses = [
+            requests.get(f"{handle.base_url}/scim2/Users", headers=headers, timeout=5).status_code for _ in range(6)
+        ]
         assert statuses == [200, 200, 200, 200, 429, 429]
         assert requests.post(f"{handle.base_url}/oauth2/token", timeout=5).status_code == 429
         admin = StandinAdmin(handle.root_url)
@@ -148,5 +182,7 @@ def test_discovery_documents(standin: StandinHandle) -> None:
     types = requests.get(f"{base}/ResourceTypes", timeout=5).json()
     assert [t["id"] for t in types["Resources"]] == ["User"]
     schemas = requests.get(f"{base}/Schemas", timeout=5).json()
-    assert {s["id"] for s in schemas["Resources"]} == {"urn:ietf:params:scim:schemas:core:2.0:User",
-                                                       "urn:scim:wso2:schema"}
+    assert {s["id"] for s in schemas["Resources"]} == {
+        "urn:ietf:params:scim:schemas:core:2.0:User",
+        "urn:scim:wso2:schema",
+    }

@@ -42,34 +42,51 @@ def test_unverified_subscriber_gets_nothing(subscriber: Subscriber) -> None:
         assert subscriber.deliveries == []
 
 
-def test_handshake_is_websub_per_channel(hooked: tuple[StandinHandle, StandinAdmin],
-                                         subscriber: Subscriber) -> None:
+def test_handshake_is_websub_per_channel(hooked: tuple[StandinHandle, StandinAdmin], subscriber: Subscriber) -> None:
     assert {h["hub.topic"].rsplit("/", 1)[-1] for h in subscriber.handshakes} == {"user", "registration"}
     for handshake in subscriber.handshakes:
         assert handshake["hub.mode"] == "subscribe"
         assert handshake["hub.challenge"] and int(handshake["hub.lease_seconds"]) > 0
 
 
-def test_lifecycle_emits_asgardeo_events(hooked: tuple[StandinHandle, StandinAdmin],
-                                         subscriber: Subscriber) -> None:
+def test_lifecycle_emits_asgardeo_events(hooked: tuple[StandinHandle, StandinAdmin], subscriber: Subscriber) -> None:
     handle, admin = hooked
-    user = admin.create_user("sam@example.com", "Sam#pass1", email="sam@example.com", given_name="Sam",
-                             family_name="Lee", groups=["Engineering"])
+    user = admin.create_user(
+        "sam@example.com",
+        "Sam#pass1",
+        email="sam@example.com",
+        given_name="Sam",
+        family_name="Lee",
+        groups=["Engineering"],
+    )
     admin.update_user(user["id"], family_name="Li", groups=["Engineering", "Sales"])
     admin.update_user(user["id"], family_name="Li")  # no change: no event
     for action in ("disable", "enable", "lock", "unlock", "delete"):
         getattr(admin, action)(user["id"])
     assert admin.wait_for_deliveries(5)["idle"]
     names = [name for name, _ in subscriber.events()]
-    assert names == ["userCreated", "registrationSuccess", "userProfileUpdated", "userDisabled", "userEnabled",
-                     "userAccountLocked", "userAccountUnlocked", "userDeleted"]
+    assert names == [
+        "userCreated",
+        "registrationSuccess",
+        "userProfileUpdated",
+        "userDisabled",
+        "userEnabled",
+        "userAccountLocked",
+        "userAccountUnlocked",
+        "userDeleted",
+    ]
     assert all(d["signature_ok"] for d in subscriber.deliveries)
     bodies = [body for _, body in subscriber.events()]
     created = user_of(bodies[0])
     assert created["id"] == user["id"]
     assert created["ref"] == f"{handle.base_url}/scim2/Users/{user['id']}"
-    assert claims(created) == {"username": "sam@example.com", "emailaddress": "sam@example.com",
-                               "givenname": "Sam", "lastname": "Lee", "groups": ["Engineering"]}
+    assert claims(created) == {
+        "username": "sam@example.com",
+        "emailaddress": "sam@example.com",
+        "givenname": "Sam",
+        "lastname": "Lee",
+        "groups": ["Engineering"],
+    }
     updated = user_of(bodies[2])
     assert claims(updated, "updatedClaims") == {"lastname": "Li", "groups": ["Engineering", "Sales"]}
     assert "addedClaims" not in updated and "removedClaims" not in updated
@@ -108,8 +125,9 @@ def test_retries_on_5xx(hooked: tuple[StandinHandle, StandinAdmin], subscriber: 
     assert [n for n, _ in subscriber.events()] == ["userCreated", "registrationSuccess"]
 
 
-def test_chaos_is_seeded_and_the_ledger_balances(hooked: tuple[StandinHandle, StandinAdmin],
-                                                 subscriber: Subscriber) -> None:
+def test_chaos_is_seeded_and_the_ledger_balances(
+    hooked: tuple[StandinHandle, StandinAdmin], subscriber: Subscriber
+) -> None:
     _, admin = hooked
     admin.set_chaos(seed=7, drop_rate=0.2, duplicate_rate=0.2, delay_ms_max=20, reorder_rate=0.2)
     admin.seed(40)
@@ -118,7 +136,8 @@ def test_chaos_is_seeded_and_the_ledger_balances(hooked: tuple[StandinHandle, St
     assert status["emitted"] == 80
     assert status["dropped"] > 0 and status["duplicated"] > 0
     assert status["delivered"] + status["failed"] == (
-        status["emitted"] - status["unverified"] - status["dropped"] + status["duplicated"])
+        status["emitted"] - status["unverified"] - status["dropped"] + status["duplicated"]
+    )
     assert len(subscriber.deliveries) == status["delivered"]
     jtis = [body["jti"] for _, body in subscriber.events()]
     assert len(jtis) - len(set(jtis)) == status["duplicated"]
