@@ -7,6 +7,7 @@ The other commands talk to ``--url`` (default ``$STANDIN_URL`` or ``http://127.0
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -57,10 +58,8 @@ def _serve(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         stop.wait()
-    except KeyboardInterrupt:
-        pass
     handle.stop()
     return 0
 

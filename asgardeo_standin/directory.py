@@ -334,7 +334,10 @@ class Directory:
             if getattr(user, attr) == value:
                 return user
             stamp = self._stamp(user.last_modified_ms)
-            user = replace(user, last_modified_ms=stamp, **{attr: value})
+            if attr == "disabled":
+                user = replace(user, last_modified_ms=stamp, disabled=value)
+            else:
+                user = replace(user, last_modified_ms=stamp, locked=value)
             self._users[user.id] = user
             self._emit(Change(user, (("user", event),), stamp))
             return user

@@ -72,7 +72,7 @@ class KeyStore:
 
     def public_jwks(self) -> dict[str, Any]:
         with self._lock:
-            return KeySet(list(self._keys)).as_dict(private=False)
+            return dict(KeySet(list(self._keys)).as_dict(private=False))
 
     def sign(self, claims: dict[str, Any], typ: str | None = None) -> str:
         key = self.signing_key
@@ -381,7 +381,7 @@ class OidcProvider:
 
         class Logout(EndSessionEndpoint):  # type: ignore[misc]
             def get_server_jwks(self) -> KeySet:
-                return KeySet.import_key_set(provider.keys.public_jwks())
+                return KeySet.import_key_set(provider.keys.public_jwks())  # type: ignore[arg-type]
 
             def resolve_client_from_id_token_claims(self, id_token_claims: dict[str, Any]) -> Client | None:
                 # Our ID tokens carry ``aud`` as a list; ``azp`` names the client unambiguously.

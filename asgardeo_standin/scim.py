@@ -40,7 +40,7 @@ from scim2_models import (
 )
 from scim2_models.path.expressions import Comparison, FilterNode, LogicalExpr, LogicalOperator, Present
 
-from .directory import USER_STORE, Directory, DirectoryError, UserRecord
+from .directory import USER_STORE, Directory, DirectoryError, UserRecord, group_id
 from .oidc import OidcProvider
 
 CORE_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -78,8 +78,6 @@ def _flag(value: bool) -> str:
 
 def user_resource(user: UserRecord, base_url: str) -> dict[str, Any]:
     """The SCIM resource of one user, as the list endpoint returns it (fast path, see module docstring)."""
-    from .directory import group_id
-
     resource: dict[str, Any] = {
         "schemas": [CORE_SCHEMA, WSO2_SCHEMA],
         "id": user.id,
@@ -133,8 +131,6 @@ def fields_from_model(resource: Any) -> tuple[dict[str, Any], bool | None, bool 
 
 # --- filters ------------------------------------------------------------------------------------------------
 def _values(user: UserRecord, attr: str, sub: str | None, uri: str | None) -> list[Any]:
-    from .directory import group_id
-
     key = attr.lower() + ("." + sub.lower() if sub else "")
     if uri and uri.lower() == WSO2_SCHEMA:
         return {"accountdisabled": [_flag(user.disabled)], "accountlocked": [_flag(user.locked)]}.get(key, [])
@@ -225,7 +221,7 @@ def wso2_schema() -> Schema:
 T = TypeVar("T", bound=Callable[..., Response])
 
 
-def create_blueprint(directory: Directory, provider: OidcProvider) -> Blueprint:
+def create_blueprint(directory: Directory, provider: OidcProvider) -> Blueprint:  # noqa: PLR0915 - one route table
     """``/t/{org}/scim2``: Users CRUD + search behind Bearer tokens with Asgardeo's scopes, and discovery."""
     bp = Blueprint("scim", __name__, url_prefix=f"/t/{provider.config.org}/scim2")
 
@@ -311,7 +307,9 @@ def create_blueprint(directory: Directory, provider: OidcProvider) -> Blueprint:
         if not attributes and not excluded:
             return resource
         model = ScimUser.model_validate(resource, scim_ctx=Context.RESOURCE_QUERY_RESPONSE)
-        parameters = ResponseParameters.model_validate({"attributes": attributes, "excludedAttributes": excluded})
+        parameters: ResponseParameters[Any] = ResponseParameters.model_validate(
+            {"attributes": attributes, "excludedAttributes": excluded}
+        )
         return dict(model.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE, response_parameters=parameters))
 
     def one(user: UserRecord, status: int = 200) -> Response:
@@ -337,7 +335,9 @@ def create_blueprint(directory: Directory, provider: OidcProvider) -> Blueprint:
     @bp.post("/Users/.search")
     @guarded("internal_user_mgt_list")
     def search_users() -> Response:
-        search = SearchRequest.model_validate(request.get_json(force=True), scim_ctx=Context.SEARCH_REQUEST)
+        search: SearchRequest[Any] = SearchRequest.model_validate(
+            request.get_json(force=True), scim_ctx=Context.SEARCH_REQUEST
+        )
         return listing(search.start_index or 1, search.count if search.count is not None else MAX_COUNT,
                        str(search.filter) if search.filter else None)
 

@@ -189,7 +189,7 @@ def start_in_thread(config: StandinConfig | None = None) -> StandinHandle:
     standin = Standin(config)
     app = create_app(standin)
     server = make_server(config.host, config.port, app, threaded=True, request_handler=_QuietHandler)
-    server.daemon_threads = True
+    server.daemon_threads = True  # type: ignore[attr-defined]  # ThreadedWSGIServer: don't wait on clients
     standin.root_url = f"http://{config.host}:{server.server_port}"
     thread = threading.Thread(target=server.serve_forever, name="standin-http", daemon=True)
     thread.start()

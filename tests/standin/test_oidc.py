@@ -48,7 +48,9 @@ def submit_form(url: str, username: str, password: str, browser: requests.Sessio
     browser = browser or requests.Session()
     page = browser.get(url, timeout=5)
     assert page.status_code == 200
-    assert 'name="username"' in page.text and 'name="password"' in page.text and "Sign in" in page.text
+    assert 'name="username"' in page.text
+    assert 'name="password"' in page.text
+    assert "Sign in" in page.text
     return browser.post(url, data={"username": username, "password": password}, allow_redirects=False, timeout=5)
 
 
@@ -100,7 +102,8 @@ def test_authlib_client_logs_in_through_discovery(standin: StandinHandle) -> Non
     header = jwt.decode(
         token["id_token"], KeySet.import_key_set(requests.get(f"{standin.base_url}/oauth2/jwks", timeout=5).json())
     ).header
-    assert header["alg"] == "RS256" and header["kid"].endswith("_RS256")
+    assert header["alg"] == "RS256"
+    assert header["kid"].endswith("_RS256")
     assert token["refresh_token"]
 
 
@@ -273,7 +276,8 @@ def test_key_rotation_keeps_the_old_key_in_jwks(standin: StandinHandle, admin: S
         old_token["id_token"], KeySet.import_key_set(requests.get(f"{standin.base_url}/oauth2/jwks", timeout=5).json())
     ).header["kid"]
     new_kid = admin.rotate_keys()
-    assert new_kid != old_kid and new_kid.endswith("_RS256")
+    assert new_kid != old_kid
+    assert new_kid.endswith("_RS256")
     kids = [k["kid"] for k in requests.get(f"{standin.base_url}/oauth2/jwks", timeout=5).json()["keys"]]
     assert kids == [new_kid, old_kid]
     new_token, _, _ = login(standin)

@@ -20,11 +20,14 @@ def test_list_pages_with_start_index_and_caps_count(
     admin.seed(250)
     page = scim.get(f"{standin.base_url}/scim2/Users", params={"startIndex": 1, "count": 500}, timeout=5).json()
     assert page["totalResults"] == 252
-    assert page["itemsPerPage"] == 100 and len(page["Resources"]) == 100
+    assert page["itemsPerPage"] == 100
+    assert len(page["Resources"]) == 100
     last = scim.get(f"{standin.base_url}/scim2/Users", params={"startIndex": 201, "count": 100}, timeout=5).json()
-    assert last["startIndex"] == 201 and last["itemsPerPage"] == 52
+    assert last["startIndex"] == 201
+    assert last["itemsPerPage"] == 52
     beyond = scim.get(f"{standin.base_url}/scim2/Users", params={"startIndex": 400}, timeout=5).json()
-    assert beyond["itemsPerPage"] == 0 and "Resources" not in beyond
+    assert beyond["itemsPerPage"] == 0
+    assert "Resources" not in beyond
 
 
 def test_resources_have_asgardeo_shape(standin: StandinHandle, scim: requests.Session) -> None:
@@ -48,7 +51,8 @@ def test_fast_list_resource_round_trips_through_scim2_models(standin: StandinHan
         model = ScimUser.model_validate(fast, scim_ctx=Context.RESOURCE_QUERY_RESPONSE)
         dumped = model.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE)
         assert {k: v for k, v in dumped.items() if k != "meta"} == {k: v for k, v in fast.items() if k != "meta"}
-        assert model.meta is not None and model.meta.last_modified is not None
+        assert model.meta is not None
+        assert model.meta.last_modified is not None
         assert int(model.meta.last_modified.timestamp() * 1000) == record.last_modified_ms
 
 
@@ -107,7 +111,8 @@ def test_create_get_put_patch_delete(standin: StandinHandle, scim: requests.Sess
         json={"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "lee@example.com"},
         timeout=5,
     )
-    assert duplicate.status_code == 409 and duplicate.json()["scimType"] == "uniqueness"
+    assert duplicate.status_code == 409
+    assert duplicate.json()["scimType"] == "uniqueness"
 
     replaced = scim.put(
         f"{users}/{user_id}",
@@ -139,7 +144,8 @@ def test_create_get_put_patch_delete(standin: StandinHandle, scim: requests.Sess
     assert scim.delete(f"{users}/{user_id}", timeout=5).status_code == 204
     gone = scim.get(f"{users}/{user_id}", timeout=5)
     assert gone.status_code == 404
-    assert gone.json()["schemas"] == [ERROR_SCHEMA] and gone.json()["status"] == "404"
+    assert gone.json()["schemas"] == [ERROR_SCHEMA]
+    assert gone.json()["status"] == "404"
     assert user_id in StandinAdmin(standin.root_url).dump()["deleted"]
 
 

@@ -38,7 +38,8 @@ def test_unverified_subscriber_gets_nothing(subscriber: Subscriber) -> None:
         admin.create_user("x@example.com", email="x@example.com")
         status = admin.wait_for_deliveries(5)
         assert status["verified"] is False
-        assert status["unverified"] == 2 and status["delivered"] == 0
+        assert status["unverified"] == 2
+        assert status["delivered"] == 0
         assert subscriber.deliveries == []
 
 
@@ -46,7 +47,8 @@ def test_handshake_is_websub_per_channel(hooked: tuple[StandinHandle, StandinAdm
     assert {h["hub.topic"].rsplit("/", 1)[-1] for h in subscriber.handshakes} == {"user", "registration"}
     for handshake in subscriber.handshakes:
         assert handshake["hub.mode"] == "subscribe"
-        assert handshake["hub.challenge"] and int(handshake["hub.lease_seconds"]) > 0
+        assert handshake["hub.challenge"]
+        assert int(handshake["hub.lease_seconds"]) > 0
 
 
 def test_lifecycle_emits_asgardeo_events(hooked: tuple[StandinHandle, StandinAdmin], subscriber: Subscriber) -> None:
@@ -89,15 +91,18 @@ def test_lifecycle_emits_asgardeo_events(hooked: tuple[StandinHandle, StandinAdm
     }
     updated = user_of(bodies[2])
     assert claims(updated, "updatedClaims") == {"lastname": "Li", "groups": ["Engineering", "Sales"]}
-    assert "addedClaims" not in updated and "removedClaims" not in updated
+    assert "addedClaims" not in updated
+    assert "removedClaims" not in updated
     assert bodies[0]["rci"] == bodies[1]["rci"]
     assert bodies[0]["iss"] == handle.base_url
     assert len({b["jti"] for b in bodies}) == len(bodies)
     event = next(iter(bodies[0]["events"].values()))
-    assert event["action"] == "REGISTER" and event["userStore"]["name"] == "DEFAULT"
+    assert event["action"] == "REGISTER"
+    assert event["userStore"]["name"] == "DEFAULT"
     assert event["organization"]["name"] == "demo"
     iats = [b["iat"] for b in bodies[1:]]
-    assert iats == sorted(iats) and len(set(iats)) == len(iats), "iat must strictly increase per user"
+    assert iats == sorted(iats), "iat must increase per user"
+    assert len(set(iats)) == len(iats), "iat must strictly increase per user"
 
 
 def test_event_iat_equals_last_modified(hooked: tuple[StandinHandle, StandinAdmin], subscriber: Subscriber) -> None:
@@ -121,7 +126,9 @@ def test_retries_on_5xx(hooked: tuple[StandinHandle, StandinAdmin], subscriber: 
     subscriber.fail_next = 2
     admin.create_user("retry@example.com")
     status = admin.wait_for_deliveries(10)
-    assert status["delivered"] == 2 and status["failed"] == 0 and status["retries"] == 2
+    assert status["delivered"] == 2
+    assert status["failed"] == 0
+    assert status["retries"] == 2
     assert [n for n, _ in subscriber.events()] == ["userCreated", "registrationSuccess"]
 
 
@@ -134,7 +141,8 @@ def test_chaos_is_seeded_and_the_ledger_balances(
     status = admin.wait_for_deliveries(20)
     assert status["idle"]
     assert status["emitted"] == 80
-    assert status["dropped"] > 0 and status["duplicated"] > 0
+    assert status["dropped"] > 0
+    assert status["duplicated"] > 0
     assert status["delivered"] + status["failed"] == (
         status["emitted"] - status["unverified"] - status["dropped"] + status["duplicated"]
     )
