@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from models.db import unit_of_work
+from models.tables import WebhookEvent
+from tasks import metrics
+
+
+def _value(body: str, series: str) -> float:
+    match = re.search(rf"^{re.escape(series)} (\S+)$", body, re.MULTILINE)
+    assert match is not None, f"{series} not in /metrics"
+    return float(match.group(1))
+
+
+Scrape = Callable[[], str]
+
+
+@pytest.fixture
+def scrape(client: FlaskClient, clean_redis: None) -> Scrape:
+    def _scrape() -> str:
+        metrics.flush()
+        response = client.get("/metrics")
+        assert response.status_code == 200
+        return response.get_data(as_text=True)
+
+    return _scrape
+
+
+def test_counters_recorded_anywhere_show_up_in_the_scrape(scrape: Scrape) -> None:
+    before = scrape()
+    assert "asgardeo_sync_webhooks_rejected_total" in before
+    metrics.inc("webhooks_rejected", reason="bad_signature")
+    metrics.inc("webhooks_rejected", reason="bad_signature")
+    metrics.observe("webhook_intake_seconds", 0.003)
+    after = scrape()
+    assert _value(after, 'asgardeo_sync_webhooks_rejected_total{reason="bad_signature"}') == 2.0
+    assert _value(after, 'asgardeo_sync_webhook_intake_seconds_bucket{le="0.005"}') == 1.0
+    assert _value(after, "asgardeo_sync_webhook_intake_seconds_count") == 1.0
+
+
+def test_database_gauges_follow_the_inbox(scrape: Scrape) -> None:
+    with unit_of_work() as session:
+        for n, status in enumerate(("failed", "failed", "received")):
+            session.add(
+                WebhookEvent(
+                    jti=f"metrics-{n}", event_type="userCreated", event_uri="u", iat=1, payload={}, status=status
+                )
+            )
+    body = scrape()
+    assert _value(body, "asgardeo_sync_failed_events") == 2.0
+    assert _value(body, 'asgardeo_sync_inbox_events{status="received"}') == 1.0
+    assert _value(body, "asgardeo_sync_inbox_oldest_pending_seconds") >= 0.0
+
+
+def test_metrics_token_is_enforced_when_set(app: Flask) -> None:
+    from pydantic import SecretStr
+
+    settings = app.config["SETTINGS"].model_copy(update={"metrics_token": SecretStr("scrape-me")})
+    app.config["SETTINGS"] = settings
+    client = app.test_client()
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.get("/metrics", headers={"Authorization": "Bearer scrape-me"}).status_code == 200

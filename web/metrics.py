@@ -1,0 +1,155 @@
+"""Prometheus endpoint of the web tier, built with prometheus_client.
+
+Two kinds of numbers: counters and histograms that every process records in Redis (tasks/metrics.py), and gauges
+read from PostgreSQL at scrape time (inbox backlog, failures, apply lag, last reconciliation, active sessions), so
+any web process answers for the whole deployment. When ``METRICS_TOKEN`` is set the endpoint wants it as a Bearer.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import text
+
+from models.db import get_engine
+from models.settings import Settings
+from models.tables import EVENT_STATUSES
+from tasks.metrics import parse_field, read_all
+from web.errors import APIError
+
+bp = Blueprint("metrics", __name__)
+log = logging.getLogger(__name__)
+PREFIX = "asgardeo_sync_"
+
+COUNTERS = {
+    "webhooks_received": "Webhook deliveries accepted into the inbox",
+    "webhooks_duplicate": "Webhook deliveries whose jti was already in the inbox",
+    "webhooks_rejected": "Webhook deliveries refused, by reason",
+    "events_applied": "Inbox events applied by workers, by outcome",
+    "scim_requests": "Requests to Asgardeo's SCIM2 and OAuth2 APIs, by status",
+    "scim_throttled": "HTTP 429 answers from Asgardeo",
+    "rate_budget_waits": "Times a caller waited for the shared SCIM rate budget",
+    "rate_budget_wait_seconds": "Seconds spent waiting for the shared SCIM rate budget",
+}
+HISTOGRAMS = {"webhook_intake_seconds": "Time to accept one webhook delivery (verify, store, enqueue)"}
+
+_DB_SQL = text(
+    """
+SELECT
+  (SELECT json_object_agg(status, n) FROM (SELECT status, count(*) AS n FROM webhook_events GROUP BY status) s)
+      AS backlog,
+  (SELECT extract(epoch FROM now() - min(received_at)) FROM webhook_events WHERE status IN ('received', 'queued'))
+      AS oldest_pending_seconds,
+  (SELECT extract(epoch FROM avg(processed_at - received_at)) FROM webhook_events
+     WHERE processed_at > now() - interval '5 minutes') AS apply_lag_seconds,
+  (SELECT count(*) FROM sessions WHERE revoked_at IS NULL AND expires_at > now()) AS active_sessions,
+  (SELECT row_to_json(r) FROM (
+     SELECT extract(epoch FROM finished_at) AS finished, extract(epoch FROM finished_at - started_at) AS duration,
+            seen, created, updated, unchanged, deactivated, failed
+     FROM sync_runs WHERE kind = 'full' AND status = 'succeeded' ORDER BY finished_at DESC LIMIT 1) r)
+      AS last_reconcile
+"""
+)
+
+
+class ServiceCollector(Collector):
+    """Builds every family on each scrape; nothing is cached in the process."""
+
+    def collect(self) -> Iterator[Any]:
+        yield from self._redis_series()
+        yield from self._database_gauges()
+
+    def _redis_series(self) -> Iterator[Any]:
+        try:
+            series = read_all()
+        except Exception as exc:
+            log.warning("metrics: redis unreadable", extra={"error": type(exc).__name__})
+            return
+        grouped: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
+        for field, value in series.items():
+            name, labels = parse_field(field)
+            grouped[name].append((labels, value))
+        for name, help_text in COUNTERS.items():
+            label_names = sorted({k for labels, _ in grouped.get(name, []) for k in labels})
+            family = CounterMetricFamily(PREFIX + name, help_text, labels=label_names)
+            for labels, value in grouped.get(name, []):
+                family.add_metric([labels.get(k, "") for k in label_names], value)
+            yield family
+        for name, help_text in HISTOGRAMS.items():
+            buckets = sorted(
+                ((labels["le"], value) for labels, value in grouped.get(f"{name}_bucket", [])),
+                key=lambda b: float(b[0]),
+            )
+            total = sum(v for _, v in grouped.get(f"{name}_sum", []))
+            histogram = HistogramMetricFamily(PREFIX + name, help_text)
+            if buckets:
+                histogram.add_metric([], buckets, total)
+            yield histogram
+
+    def _database_gauges(self) -> Iterator[Any]:
+        try:
+            with get_engine().connect() as conn:
+                row = conn.execute(_DB_SQL).mappings().one()
+        except Exception as exc:
+            log.warning("metrics: postgres unreadable", extra={"error": type(exc).__name__})
+            return
+        backlog = GaugeMetricFamily(PREFIX + "inbox_events", "Inbox events by status", labels=["status"])
+        counts = row["backlog"] or {}
+        for status in EVENT_STATUSES:
+            backlog.add_metric([status], counts.get(status, 0))
+        yield backlog
+        yield GaugeMetricFamily(
+            PREFIX + "failed_events", "Events that gave up and wait for an admin", value=counts.get("failed", 0)
+        )
+        yield GaugeMetricFamily(
+            PREFIX + "inbox_oldest_pending_seconds",
+            "Age of the oldest unapplied event",
+            value=float(row["oldest_pending_seconds"] or 0),
+        )
+        yield GaugeMetricFamily(
+            PREFIX + "apply_lag_seconds",
+            "Mean receipt-to-applied time over 5 minutes",
+            value=float(row["apply_lag_seconds"] or 0),
+        )
+        yield GaugeMetricFamily(PREFIX + "active_sessions", "Live application sessions", value=row["active_sessions"])
+        last = row["last_reconcile"]
+        if last:
+            yield GaugeMetricFamily(
+                PREFIX + "last_reconcile_timestamp_seconds",
+                "When the last successful full reconciliation finished",
+                value=last["finished"],
+            )
+            yield GaugeMetricFamily(
+                PREFIX + "last_reconcile_duration_seconds", "How long it took", value=last["duration"]
+            )
+            outcome = GaugeMetricFamily(PREFIX + "last_reconcile_users", "Its counters", labels=["outcome"])
+            for name in ("seen", "created", "updated", "unchanged", "deactivated", "failed"):
+                outcome.add_metric([name], last[name])
+            yield outcome
+
+
+_registry = CollectorRegistry(auto_describe=False)
+_registry.register(ServiceCollector())
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    settings: Settings = current_app.config["SETTINGS"]
+    if settings.metrics_token is not None:
+        expected = f"Bearer {settings.metrics_token.get_secret_value()}"
+        if not hmac.compare_digest(request.headers.get("Authorization", "").encode(), expected.encode()):
+            raise APIError(
+                401,
+                "unauthenticated",
+                "send the metrics token as a Bearer",
+                headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
+    return Response(generate_latest(_registry), mimetype="text/plain; version=0.0.4")
