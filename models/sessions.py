@@ -94,11 +94,26 @@ def revoke_user_sessions(session: Session, user_ids: Sequence[int], *, reason: s
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def revoke_sessions_by_sid(session: Session, idp_sid: str, *, reason: str) -> int:
-    """End the sessions opened under one Asgardeo session (back-channel logout)."""
+def revoke_sessions_by_sid(
+    session: Session, idp_sid: str, *, reason: str, asgardeo_id: str | None = None
+) -> int:
+    """End the sessions opened under one Asgardeo session (back-channel logout); with ``asgardeo_id``, only that
+    user's sessions under the ``sid``. Idempotent."""
+    statement = update(AppSession).where(AppSession.idp_sid == idp_sid, AppSession.revoked_at.is_(None))
+    if asgardeo_id is not None:
+        statement = statement.where(AppSession.user_id.in_(select(User.id).where(User.asgardeo_id == asgardeo_id)))
+    result = session.execute(statement.values(revoked_at=datetime.now(UTC), revoked_reason=reason))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def revoke_subject_sessions(session: Session, asgardeo_id: str, *, reason: str) -> int:
+    """End every live session of the user whose Asgardeo id (OIDC ``sub``) is ``asgardeo_id``. Idempotent."""
     result = session.execute(
         update(AppSession)
-        .where(AppSession.idp_sid == idp_sid, AppSession.revoked_at.is_(None))
+        .where(
+            AppSession.user_id.in_(select(User.id).where(User.asgardeo_id == asgardeo_id)),
+            AppSession.revoked_at.is_(None),
+        )
         .values(revoked_at=datetime.now(UTC), revoked_reason=reason)
     )
     return int(getattr(result, "rowcount", 0) or 0)

@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     oidc_require_email: bool = False
     oidc_jit_create: bool = True
     oidc_http_timeout_seconds: float = 5.0
+    # Clock skew tolerated on ID and logout tokens (exp, iat, nbf).
+    oidc_clock_leeway_seconds: int = Field(default=60, ge=0, le=300)
     session_ttl_seconds: int = Field(default=8 * 3600, gt=0)
     session_cookie_name: str = "hrms_session"
     bootstrap_admin_emails: CsvList = Field(default_factory=list)
