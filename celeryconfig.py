@@ -62,6 +62,9 @@ task_routes = {
 }
 
 # Filled by the sync issues: the nightly reconciliation, the inbox relay and housekeeping.
-beat_schedule: dict[str, dict[str, object]] = {}
+beat_schedule: dict[str, dict[str, object]] = {
+    # Re-sends inbox events whose message never reached (or was lost from) the broker.
+    "events-relay": {"task": "events.relay", "schedule": 30.0, "options": {"expires": 25}},
+}
 
 worker_hijack_root_logger = False

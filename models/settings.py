@@ -71,6 +71,13 @@ class Settings(BaseSettings):
     webhook_max_age_seconds: int = Field(default=7 * 24 * 3600, gt=0)
     webhook_org: str | None = None
     refresh_coalesce_seconds: float = Field(default=5.0, ge=0)
+    # The inbox relay re-enqueues events left ``queued`` this long (their message was lost with a killed worker).
+    event_requeue_after_seconds: int = Field(default=300, gt=0)
+    event_max_retries: int = Field(default=8, ge=0)
+    event_retry_backoff_max_seconds: int = Field(default=600, gt=0)
+    # Each live stream closes after this long; the browser reconnects with Last-Event-ID and misses nothing.
+    live_stream_max_seconds: float = Field(default=300.0, gt=0)
+    live_stream_heartbeat_seconds: float = Field(default=15.0, gt=0)
 
     reconcile_cron: str = "0 2 * * *"
     reconcile_max_deactivate_share: float = Field(default=0.05, ge=0, le=1)

@@ -1,0 +1,260 @@
+"""The webhook inbox: every accepted delivery, keyed by ``jti``, and its way from ``received`` to ``applied``.
+
+Statuses: ``queued`` (a message for it was sent, or is about to be), ``received`` (accepted but no message is in
+the broker: the publish failed), ``applied``, ``ignored`` (nothing to do for this type) and ``failed`` (gave up; an
+admin can replay it). The relay re-enqueues ``received`` events and ``queued`` ones whose message was lost.
+
+Functions take an open ``Session`` and never commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session
+
+from models.tables import EVENT_STATUSES, WebhookEvent
+
+EVENT_URI_MARKER = "/event-type/"
+DONE_STATUSES = ("applied", "ignored")
+REPLAYABLE_STATUSES = ("failed", "received", "queued")
+
+
+class InvalidEnvelope(ValueError):
+    """The body is JSON but not an Asgardeo event envelope; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """The parts of a delivery the inbox indexes; ``body`` is the whole parsed delivery."""
+
+    jti: str
+    iat: int
+    event_uri: str
+    event_type: str
+    asgardeo_user_id: str | None
+    body: dict[str, Any]
+
+    @property
+    def event(self) -> dict[str, Any]:
+        value = self.body["events"][self.event_uri]
+        return value if isinstance(value, dict) else {}
+
+
+def parse_envelope(data: object) -> Envelope:
+    """Check the envelope (``jti``, ``iat`` in epoch ms, exactly one ``events`` entry); other fields are optional."""
+    if not isinstance(data, dict):
+        raise InvalidEnvelope("the body must be a JSON object")
+    jti = data.get("jti")
+    if not isinstance(jti, str) or not jti.strip() or len(jti) > 128:
+        raise InvalidEnvelope("jti must be a non-empty string of at most 128 characters")
+    iat = data.get("iat")
+    if isinstance(iat, bool) or not isinstance(iat, int) or iat <= 0 or iat >= 2**63:
+        raise InvalidEnvelope("iat must be a positive integer (epoch milliseconds)")
+    events = data.get("events")
+    if not isinstance(events, dict) or len(events) != 1:
+        raise InvalidEnvelope("events must be an object with exactly one entry")
+    ((uri, event),) = events.items()
+    if not uri or len(uri) > 300:
+        raise InvalidEnvelope("the event URI must be a non-empty string of at most 300 characters")
+    if event is not None and not isinstance(event, dict):
+        raise InvalidEnvelope("the event entry must be an object")
+    event_type = uri.rsplit("/", 1)[-1] if EVENT_URI_MARKER in uri else uri
+    if not event_type or len(event_type) > 64:
+        raise InvalidEnvelope("the event type must be a non-empty name of at most 64 characters")
+    user = (event or {}).get("user")
+    user_id = user.get("id") if isinstance(user, dict) else None
+    if not isinstance(user_id, str) or not user_id or len(user_id) > 64:
+        user_id = None
+    return Envelope(jti=jti, iat=iat, event_uri=uri, event_type=event_type, asgardeo_user_id=user_id, body=data)
+
+
+def check_age(iat_ms: int, *, now_ms: int, max_age_seconds: int, max_skew_seconds: int = 300) -> str | None:
+    """Why an event's time is unacceptable (too old for the retention window, or in the future), or ``None``.
+
+    A future ``iat`` is refused because it would become the user's ``source_version`` and make every real change
+    until then look stale.
+    """
+    if iat_ms < now_ms - max_age_seconds * 1000:
+        return "stale"
+    if iat_ms > now_ms + max_skew_seconds * 1000:
+        return "future"
+    return None
+
+
+def insert_event(session: Session, envelope: Envelope) -> int | None:
+    """Insert the event as ``queued`` (the caller publishes right after commit); ``None`` when its ``jti`` is known.
+
+    Marking it ``queued`` up front saves the intake a second write; if the publish fails the caller flips it to
+    ``received`` (:func:`mark_received`), and if the process dies in between the relay finds it stuck in ``queued``.
+    """
+    statement = (
+        pg_insert(WebhookEvent)
+        .values(
+            jti=envelope.jti,
+            event_type=envelope.event_type,
+            event_uri=envelope.event_uri,
+            asgardeo_user_id=envelope.asgardeo_user_id,
+            iat=envelope.iat,
+            payload=envelope.body,
+            status="queued",
+            queued_at=func.now(),
+        )
+        .on_conflict_do_nothing(index_elements=[WebhookEvent.jti])
+        .returning(WebhookEvent.id)
+    )
+    return session.execute(statement).scalar_one_or_none()
+
+
+def mark_received(session: Session, event_ids: Sequence[int]) -> None:
+    """No message is in the broker for these events (the publish failed); the relay will send them."""
+    if event_ids:
+        session.execute(
+            update(WebhookEvent)
+            .where(WebhookEvent.id.in_(list(event_ids)), WebhookEvent.status == "queued")
+            .values(status="received", queued_at=None, updated_at=func.now())
+        )
+
+
+def claim_for_apply(session: Session, event_id: int) -> WebhookEvent | None:
+    """Lock the event for applying; ``None`` when it is unknown or already done (a redelivered message)."""
+    row = session.execute(
+        select(WebhookEvent).where(WebhookEvent.id == event_id).with_for_update()
+    ).scalar_one_or_none()
+    if row is None or row.status in DONE_STATUSES:
+        return None
+    return row
+
+
+def finish(session: Session, row: WebhookEvent, status: str, *, note: str | None = None) -> None:
+    """Record the outcome of an apply in the same transaction as its user writes."""
+    if status not in EVENT_STATUSES:
+        raise ValueError(f"unknown event status {status!r}")
+    now = datetime.now(UTC)
+    row.status = status
+    row.attempts += 1
+    row.last_error = note
+    row.processed_at = now
+    row.updated_at = now
+
+
+def record_attempt(session: Session, event_id: int, error: str) -> None:
+    """Count a failed attempt that will be retried (in its own transaction: the attempt's own rolled back)."""
+    session.execute(
+        update(WebhookEvent)
+        .where(WebhookEvent.id == event_id, WebhookEvent.status.not_in(DONE_STATUSES))
+        .values(attempts=WebhookEvent.attempts + 1, last_error=error[:2000], updated_at=func.now())
+    )
+
+
+def mark_failed(session: Session, event_id: int, error: str) -> None:
+    """Give up on an event: it stays ``failed`` with its error until an admin replays it."""
+    session.execute(
+        update(WebhookEvent)
+        .where(WebhookEvent.id == event_id, WebhookEvent.status.not_in(DONE_STATUSES))
+        .values(
+            status="failed",
+            attempts=WebhookEvent.attempts + 1,
+            last_error=error[:2000],
+            processed_at=func.now(),
+            updated_at=func.now(),
+        )
+    )
+
+
+def claim_for_relay(session: Session, *, requeue_after_seconds: int, limit: int) -> list[int]:
+    """Events to send again, marked ``queued`` now: every ``received`` one and ``queued`` ones older than the limit.
+
+    ``FOR UPDATE SKIP LOCKED`` lets two relays (or a relay and an admin replay) run at once without sending an
+    event twice in one round.
+    """
+    cutoff = datetime.now(UTC) - timedelta(seconds=requeue_after_seconds)
+    ids = list(
+        session.execute(
+            select(WebhookEvent.id)
+            .where(
+                or_(
+                    WebhookEvent.status == "received",
+                    (WebhookEvent.status == "queued") & (WebhookEvent.queued_at < cutoff),
+                )
+            )
+            .order_by(WebhookEvent.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).scalars()
+    )
+    _mark_queued(session, ids)
+    return ids
+
+
+def _mark_queued(session: Session, event_ids: Sequence[int]) -> None:
+    if event_ids:
+        session.execute(
+            update(WebhookEvent)
+            .where(WebhookEvent.id.in_(list(event_ids)))
+            .values(status="queued", queued_at=func.now(), updated_at=func.now())
+        )
+
+
+def mark_for_replay(session: Session, event_id: int) -> WebhookEvent | None:
+    """Queue one event again (an admin's replay); ``None`` when unknown. Raises ``ValueError`` when already done."""
+    row = session.execute(
+        select(WebhookEvent).where(WebhookEvent.id == event_id).with_for_update()
+    ).scalar_one_or_none()
+    if row is None:
+        return None
+    if row.status not in REPLAYABLE_STATUSES:
+        raise ValueError(f"event {event_id} is {row.status}; only {', '.join(REPLAYABLE_STATUSES)} events replay")
+    _mark_queued(session, [row.id])
+    return row
+
+
+def claim_failed_for_replay(session: Session, *, limit: int) -> list[int]:
+    """Queue up to ``limit`` failed events again, oldest first."""
+    ids = list(
+        session.execute(
+            select(WebhookEvent.id)
+            .where(WebhookEvent.status == "failed")
+            .order_by(WebhookEvent.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).scalars()
+    )
+    _mark_queued(session, ids)
+    return ids
+
+
+def list_events(
+    session: Session,
+    *,
+    status: str | None = None,
+    event_type: str | None = None,
+    asgardeo_user_id: str | None = None,
+    before_id: int | None = None,
+    limit: int = 50,
+) -> list[WebhookEvent]:
+    """Newest first; page with ``before_id`` = the last id of the previous page."""
+    query = select(WebhookEvent).order_by(WebhookEvent.id.desc()).limit(limit)
+    if status is not None:
+        query = query.where(WebhookEvent.status == status)
+    if event_type is not None:
+        query = query.where(WebhookEvent.event_type == event_type)
+    if asgardeo_user_id is not None:
+        query = query.where(WebhookEvent.asgardeo_user_id == asgardeo_user_id)
+    if before_id is not None:
+        query = query.where(WebhookEvent.id < before_id)
+    return list(session.execute(query).scalars())
+
+
+def get_event(session: Session, event_id: int) -> WebhookEvent | None:
+    return session.get(WebhookEvent, event_id)
+
+
+def count_by_status(session: Session) -> Mapping[str, int]:
+    rows = session.execute(select(WebhookEvent.status, func.count()).group_by(WebhookEvent.status)).all()
+    return {status: int(count) for status, count in rows}

@@ -1,0 +1,143 @@
+"""Admin view of the webhook inbox (list, show, replay) and the live user table page. Admin role only."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, render_template, request
+from sqlalchemy import func, select
+
+from models import inbox
+from models.db import SessionFactory, get_engine, unit_of_work
+from models.tables import EVENT_STATUSES, User, UserChange, WebhookEvent
+from tasks.events import get_publisher
+from web.access import current_user, require_role
+from web.errors import APIError
+
+bp = Blueprint("admin_events", __name__, url_prefix="/admin")
+log = logging.getLogger(__name__)
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+REPLAY_ALL_LIMIT = 1000
+LIVE_PAGE_USERS = 500
+
+
+def _int_arg(name: str, *, default: int | None, low: int, high: int) -> int | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or len(raw) > 18 or not low <= int(raw) <= high:
+        raise APIError(400, f"invalid_{name}", f"{name} must be an integer from {low} to {high}.")
+    return int(raw)
+
+
+def _text_arg(name: str, max_length: int) -> str | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return None
+    if len(raw) > max_length:
+        raise APIError(400, f"invalid_{name}", f"{name} is longer than {max_length} characters.")
+    return raw
+
+
+def event_summary(row: WebhookEvent) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "jti": row.jti,
+        "event_type": row.event_type,
+        "user_id": row.asgardeo_user_id,
+        "iat": row.iat,
+        "status": row.status,
+        "attempts": row.attempts,
+        "last_error": row.last_error,
+        "received_at": row.received_at.isoformat() if row.received_at else None,
+        "queued_at": row.queued_at.isoformat() if row.queued_at else None,
+        "processed_at": row.processed_at.isoformat() if row.processed_at else None,
+    }
+
+
+@bp.get("/events")
+@require_role("admin")
+def list_events() -> Response:
+    """Newest first; filter by ``status``, ``type``, ``user_id``; page with ``before_id`` (``next_before_id``)."""
+    status = _text_arg("status", 16)
+    if status is not None and status not in EVENT_STATUSES:
+        raise APIError(400, "invalid_status", f"status must be one of {', '.join(EVENT_STATUSES)}.")
+    event_type = _text_arg("type", 64)
+    user_id = _text_arg("user_id", 64)
+    limit = _int_arg("limit", default=DEFAULT_LIMIT, low=1, high=MAX_LIMIT) or DEFAULT_LIMIT
+    before_id = _int_arg("before_id", default=None, low=1, high=2**62)
+    get_engine()
+    with SessionFactory() as session:
+        rows = inbox.list_events(
+            session, status=status, event_type=event_type, asgardeo_user_id=user_id, before_id=before_id, limit=limit
+        )
+        items = [event_summary(r) for r in rows]
+    next_before = items[-1]["id"] if len(items) == limit else None
+    return jsonify(events=items, next_before_id=next_before)
+
+
+@bp.get("/events/<int:event_id>")
+@require_role("admin")
+def show_event(event_id: int) -> Response:
+    """One event with the payload Asgardeo sent (it holds no secret; the signature header is never stored)."""
+    get_engine()
+    with SessionFactory() as session:
+        row = inbox.get_event(session, event_id)
+        if row is None:
+            raise APIError(404, "not_found", f"No event {event_id}.")
+        return jsonify(event={**event_summary(row), "event_uri": row.event_uri, "payload": row.payload})
+
+
+def _actor() -> str | None:
+    user = current_user()
+    return user.email if user is not None else None
+
+
+@bp.post("/events/<int:event_id>/replay")
+@require_role("admin")
+def replay_event(event_id: int) -> tuple[Response, int]:
+    """Queue a failed (or stranded) event again; 409 for an event already applied or ignored."""
+    with unit_of_work() as session:
+        try:
+            row = inbox.mark_for_replay(session, event_id)
+        except ValueError as exc:
+            raise APIError(409, "not_replayable", str(exc)) from None
+        if row is None:
+            raise APIError(404, "not_found", f"No event {event_id}.")
+    unsent = get_publisher().publish([event_id])
+    if unsent:
+        with unit_of_work() as session:
+            inbox.mark_received(session, unsent)
+    log.info("event replayed by an admin", extra={"event_id": event_id, "actor": _actor()})
+    return jsonify(status="queued", id=event_id, queued=not unsent), 202
+
+
+@bp.post("/events/replay-failed")
+@require_role("admin")
+def replay_failed() -> tuple[Response, int]:
+    """Queue up to 1000 failed events again, oldest first; call again while ``remaining`` is above zero."""
+    with unit_of_work() as session:
+        ids = inbox.claim_failed_for_replay(session, limit=REPLAY_ALL_LIMIT)
+    unsent = get_publisher().publish(ids)
+    with unit_of_work() as session:
+        if unsent:
+            inbox.mark_received(session, unsent)
+        remaining = session.execute(
+            select(func.count()).select_from(WebhookEvent).where(WebhookEvent.status == "failed")
+        ).scalar_one()
+    log.info("failed events replayed by an admin", extra={"count": len(ids), "actor": _actor()})
+    return jsonify(replayed=len(ids), unsent=len(unsent), remaining=remaining), 202
+
+
+@bp.get("/live")
+@require_role("admin")
+def live_users() -> str:
+    """The user table, updated in place from ``/events/users``."""
+    get_engine()
+    with SessionFactory() as session:
+        users = list(session.execute(select(User).order_by(User.id.desc()).limit(LIVE_PAGE_USERS)).scalars())
+        last_change = session.execute(select(func.coalesce(func.max(UserChange.id), 0))).scalar_one()
+    return render_template("live_users.html", users=users, last_change=last_change)
