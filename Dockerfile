@@ -12,9 +12,9 @@ COPY models ./models
 COPY localrun ./localrun
 COPY asgardeo_standin ./asgardeo_standin
 COPY migrations ./migrations
-COPY celeryconfig.py alembic.ini Procfile ./
+COPY celeryconfig.py gunicorn.conf.py alembic.ini Procfile ./
 RUN pip install . && chown -R app /app
 
 USER app
 EXPOSE 5000 5555
-CMD ["sh", "-c", "gunicorn --bind ${WEB_BIND:-0.0.0.0:${PORT:-5000}} --worker-class gthread --workers ${WEB_CONCURRENCY:-2} --threads ${WEB_THREADS:-8} --timeout 60 --graceful-timeout 30 --access-logfile - 'web:create_app()'"]
+CMD ["sh", "-c", "gunicorn --config gunicorn.conf.py 'web:create_app()'"]

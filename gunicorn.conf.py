@@ -1,0 +1,27 @@
+"""Gunicorn settings for the web process; the Procfile, the Dockerfile and docker-compose all start it with this file.
+
+Process settings come from the environment (PORT, WEB_BIND, WEB_CONCURRENCY, WEB_THREADS). Gunicorn's own log lines
+go through the service's JSON formatter; requests are logged by the app itself with their request id.
+"""
+
+import os
+
+bind = os.environ.get("WEB_BIND") or f"0.0.0.0:{os.environ.get('PORT', '5000')}"
+worker_class = "gthread"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+threads = int(os.environ.get("WEB_THREADS", "8"))
+timeout = 60
+graceful_timeout = 30
+keepalive = 5
+accesslog = None
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "models.logs.JsonFormatter"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+    "loggers": {
+        "gunicorn.error": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+        "gunicorn.access": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},
+    },
+    "root": {"handlers": ["stderr"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+}
