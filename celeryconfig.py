@@ -6,9 +6,10 @@ every task must be safe to run twice (they are: inbox status, upserts keyed on `
 
 from __future__ import annotations
 
+from celery.schedules import crontab
 from kombu.entity import Queue
 
-from models.settings import get_settings
+from models.settings import SettingsError, get_settings
 
 _settings = get_settings()
 
@@ -65,6 +66,27 @@ task_routes = {
 beat_schedule: dict[str, dict[str, object]] = {
     # Re-sends inbox events whose message never reached (or was lost from) the broker.
     "events-relay": {"task": "events.relay", "schedule": 30.0, "options": {"expires": 25}},
+}
+
+
+def _crontab(expression: str) -> crontab:
+    """``RECONCILE_CRON`` (``minute hour day-of-month month day-of-week``, UTC) as a Celery crontab."""
+    parts = expression.split()
+    if len(parts) != 5:
+        raise SettingsError(f"RECONCILE_CRON must have 5 fields (minute hour dom month dow), got {expression!r}")
+    minute, hour, day_of_month, month_of_year, day_of_week = parts
+    try:
+        return crontab(minute, hour, day_of_week, day_of_month, month_of_year)
+    except ValueError as exc:
+        raise SettingsError(f"RECONCILE_CRON is not a valid cron expression: {exc}") from exc
+
+
+# The nightly full reconciliation; a trigger while a run is running is refused by the task, not queued twice.
+beat_schedule["reconcile-nightly"] = {
+    "task": "reconcile.run",
+    "schedule": _crontab(_settings.reconcile_cron),
+    "kwargs": {"trigger": "beat"},
+    "options": {"expires": 3600},
 }
 
 worker_hijack_root_logger = False

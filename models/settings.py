@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     scim_rate_per_minute: int = Field(default=200, ge=1)
     scim_page_size: int = Field(default=100, ge=1, le=100)
     scim_http_timeout_seconds: float = 10.0
+    # How long a caller waits for a slot in the shared SCIM rate budget before giving up (a retryable error).
+    scim_rate_max_wait_seconds: float = Field(default=60.0, gt=0)
+    # Attempts per SCIM/OAuth call when Asgardeo answers 429 or 5xx or the network fails (backoff with jitter).
+    scim_max_attempts: int = Field(default=6, ge=1, le=20)
 
     webhook_secrets: CsvList = Field(default_factory=list)
     webhook_max_body_bytes: int = Field(default=64 * 1024, gt=0)
@@ -81,6 +85,8 @@ class Settings(BaseSettings):
 
     reconcile_cron: str = "0 2 * * *"
     reconcile_max_deactivate_share: float = Field(default=0.05, ge=0, le=1)
+    # A bound on the listing loop: a directory that keeps answering pages past this is treated as broken.
+    reconcile_max_pages: int = Field(default=20_000, ge=1)
 
     flower_basic_auth: SecretStr | None = None
     flower_url: str = "http://127.0.0.1:5555"

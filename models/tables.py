@@ -167,6 +167,8 @@ class SyncRun(Base):
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = _now()
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Touched on every page; a ``running`` row whose lock nobody holds and whose heartbeat is old was abandoned.
+    heartbeat_at: Mapped[datetime] = _now()
 
 
 class UserChange(Base):

@@ -10,7 +10,7 @@ from models import logs
 from models.db import dispose_after_fork
 from models.settings import get_settings
 
-app = Celery("asgardeo_sync", include=["tasks.health", "tasks.events", "tasks.login"])
+app = Celery("asgardeo_sync", include=["tasks.health", "tasks.events", "tasks.login", "tasks.reconcile", "tasks.users"])
 app.config_from_object("celeryconfig")
 
 

@@ -14,7 +14,7 @@ from flask import Flask, Response, g, request
 
 from models import logs
 from models.settings import Settings, get_settings
-from web import admin, admin_events, auth, cli_users, events, health, oidc, pages, webhooks
+from web import admin, admin_events, admin_sync, auth, cli_users, events, health, oidc, pages, webhooks
 from web.errors import register_error_handlers
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_error_handlers(app)
     oidc.init_app(app, settings)
     app.cli.add_command(cli_users.users)
-    for module in (health, pages, auth, webhooks, admin, admin_events, events):
+    for module in (health, pages, auth, webhooks, admin, admin_events, admin_sync, events):
         app.register_blueprint(module.bp)
     _install_request_ids(app)
     return app

@@ -38,6 +38,7 @@ def upgrade() -> None:
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("started_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("heartbeat_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.CheckConstraint("kind IN ('full', 'user')", name=op.f("ck_sync_runs_kind")),
         sa.CheckConstraint("status IN ('running', 'succeeded', 'failed', 'guarded')", name=op.f("ck_sync_runs_status")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_sync_runs")),

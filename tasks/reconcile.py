@@ -1,0 +1,287 @@
+"""The full reconciliation: page through Asgardeo's directory, repair the local table, retire the really-gone.
+
+``reconcile.run`` is started nightly by beat and on demand by admins (``POST /admin/sync``, ``flask sync run``).
+:func:`reconcile_all` does the work and needs no Celery:
+
+1. Take the run lock without waiting (:func:`models.runs.hold_run_lock`); a second run is refused.
+2. Stream the listing page by page (the next page is fetched while the current one is written, never more than
+   :data:`PREFETCH_PAGES` ahead, so memory stays flat). Each page is one short transaction: one
+   :func:`models.users.upsert_users` statement, which keeps the app's own fields, skips stale rows and stamps every
+   seen user with the run id, plus the run row's counters. Changes are published after each commit.
+3. Only if the listing completed: every active local user the listing did not show is asked for with a single GET
+   (index paging shifts when users are added or removed mid-run, so "not listed" does not yet mean "gone"). A user
+   that answers is upserted; a 404 is really gone.
+4. If the really-gone exceed ``RECONCILE_MAX_DEACTIVATE_SHARE`` of all (non-deleted) users, the run stops as
+   ``guarded`` and retires nobody; else each becomes a ``deleted`` tombstone (sessions revoked, audited, published).
+
+A listing that fails part-way marks the run ``failed`` and retires nobody. Re-running is always safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import func, select
+
+from celeryconfig import RECONCILE_HARD_LIMIT, RECONCILE_SOFT_LIMIT
+from models.db import get_engine, unit_of_work
+from models.runs import (
+    Counters,
+    RunInProgress,
+    finish_run,
+    get_run,
+    hold_run_lock,
+    mark_started,
+    record_progress,
+    start_full_run,
+)
+from models.settings import get_settings
+from models.tables import User
+from models.users import Change, apply_user_patch, upsert_users
+from tasks.app import app
+from tasks.errors import DirectoryError, UserGone
+from tasks.live import publish_changes
+from tasks.scim import Page, ScimClient
+
+log = logging.getLogger(__name__)
+
+PREFETCH_PAGES = 2
+CONFIRM_BATCH = 500
+RETIRE_BATCH = 200
+SOURCE = "reconcile"
+
+Progress = Callable[[str, Counters], None]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    run_id: int
+    status: str
+    counters: Counters
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "status": self.status, "error": self.error, **self.counters.as_dict()}
+
+
+class _End:
+    pass
+
+
+class _Failed:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def prefetched(pages: Iterator[Page], depth: int = PREFETCH_PAGES) -> Iterator[Page]:
+    """Iterate ``pages`` with up to ``depth`` fetched ahead by a helper thread; errors surface in order."""
+    slots: queue.Queue[Page | _End | _Failed] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Page | _End | _Failed) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for page in pages:
+                if not put(page):
+                    return
+            put(_End())
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            put(_Failed(exc))
+
+    worker = threading.Thread(target=produce, name="scim-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = slots.get()
+            if isinstance(item, _End):
+                return
+            if isinstance(item, _Failed):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        worker.join(timeout=5)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _add(counters: Counters, created: int, updated: int, unchanged: int) -> None:
+    counters.created += created
+    counters.updated += updated
+    counters.unchanged += unchanged
+
+
+def reconcile_all(
+    run_id: int,
+    *,
+    client: ScimClient | None = None,
+    task_id: str | None = None,
+    progress: Progress | None = None,
+    max_deactivate_share: float | None = None,
+) -> Outcome:
+    """Execute the ``running`` full run ``run_id`` (see the module docstring). Never raises a directory error:
+    those end the run as ``failed``. Returns the outcome; the run row holds the same.
+    """
+    settings = get_settings()
+    share = settings.reconcile_max_deactivate_share if max_deactivate_share is None else max_deactivate_share
+    counters = Counters()
+    report: Progress = progress or (lambda _phase, _c: None)
+    with hold_run_lock(get_engine()) as taken:
+        if not taken:
+            with unit_of_work() as session:
+                finish_run(session, run_id, "failed", error="refused: another reconciliation holds the lock")
+            return Outcome(run_id, "refused", counters, "another reconciliation holds the lock")
+        with unit_of_work() as session:
+            run = get_run(session, run_id)
+            if run is None or run.kind != "full" or run.status != "running":
+                return Outcome(run_id, "refused", counters, "no such running full run")
+            mark_started(session, run_id, task_id)
+        log.info("reconciliation started", extra={"run_id": run_id})
+        try:
+            scim = client or ScimClient()
+            _list(scim, run_id, counters, report, role_map=settings.group_roles or None)
+            status = _retire_missing(scim, run_id, counters, report, share)
+        except DirectoryError as exc:
+            failure = f"listing incomplete, nobody deactivated: {exc}"
+            log.warning("reconciliation failed", extra={"run_id": run_id, "error": str(exc)})
+            with unit_of_work() as session:
+                finish_run(session, run_id, "failed", error=failure, counters=counters)
+            return Outcome(run_id, "failed", counters, failure)
+        except SoftTimeLimitExceeded:
+            with unit_of_work() as session:
+                finish_run(session, run_id, "failed", error="time limit reached", counters=counters)
+            raise
+        except Exception as exc:
+            with unit_of_work() as session:
+                finish_run(session, run_id, "failed", error=f"unexpected {type(exc).__name__}", counters=counters)
+            raise
+        error: str | None = None
+        if status == "guarded":
+            error = "guard: more users would be deactivated than RECONCILE_MAX_DEACTIVATE_SHARE allows; none were"
+        with unit_of_work() as session:
+            finish_run(session, run_id, status, error=error, counters=counters)
+        report("done", counters)
+        log.info("reconciliation finished", extra={"run_id": run_id, "status": status, "counters": counters.as_dict()})
+        return Outcome(run_id, status, counters, error)
+
+
+def _list(scim: ScimClient, run_id: int, counters: Counters, report: Progress, role_map: dict[str, str] | None) -> None:
+    for page in prefetched(scim.iter_pages()):
+        with unit_of_work() as session:
+            result = upsert_users(session, page.users, source=SOURCE, run_id=run_id, role_map=role_map)
+            counters.pages_done += 1
+            counters.total_results = page.total_results
+            counters.seen += len(page.users)
+            counters.failed += page.invalid
+            _add(counters, result.created, result.updated, result.unchanged + result.stale)
+            record_progress(session, run_id, counters)
+        publish_changes(result.changes)
+        report("listing", counters)
+
+
+def _retire_missing(scim: ScimClient, run_id: int, counters: Counters, report: Progress, share: float) -> str:
+    """Confirm unseen active users one by one; retire the really-gone unless the guard trips. Returns the status."""
+    with unit_of_work() as session:
+        population = session.execute(select(func.count()).where(User.status != "deleted")).scalar_one()
+    allowed = math.floor(share * population)
+    gone: list[tuple[str, int]] = []
+    after_id = 0
+    while True:
+        with unit_of_work() as session:
+            batch = session.execute(
+                select(User.id, User.asgardeo_id)
+                .where(User.status == "active", User.last_seen_run_id.is_distinct_from(run_id), User.id > after_id)
+                .order_by(User.id)
+                .limit(CONFIRM_BATCH)
+            ).all()
+        if not batch:
+            break
+        for user_id, asgardeo_id in batch:
+            after_id = user_id
+            asked_ms = _now_ms()
+            try:
+                record = scim.get_user(asgardeo_id)
+            except UserGone:
+                gone.append((asgardeo_id, asked_ms))
+                if len(gone) > allowed:
+                    log.warning(
+                        "reconciliation guard tripped",
+                        extra={"run_id": run_id, "gone_so_far": len(gone), "allowed": allowed},
+                    )
+                    return "guarded"
+                continue
+            except (ValueError, DirectoryError) as exc:
+                # Not confirmed gone, so kept; the next run asks again.
+                counters.failed += 1
+                log.warning("could not confirm an unlisted user", extra={"run_id": run_id, "error": str(exc)})
+                continue
+            with unit_of_work() as session:
+                result = upsert_users(session, [record], source=SOURCE, run_id=run_id)
+                counters.seen += 1
+                _add(counters, result.created, result.updated, result.unchanged + result.stale)
+            publish_changes(result.changes)
+        with unit_of_work() as session:
+            record_progress(session, run_id, counters)
+        report("confirming", counters)
+    for start in range(0, len(gone), RETIRE_BATCH):
+        changes: list[Change] = []
+        with unit_of_work() as session:
+            for asgardeo_id, asked_ms in gone[start : start + RETIRE_BATCH]:
+                change = apply_user_patch(
+                    session, asgardeo_id, {"status": "deleted"}, source_version=asked_ms, source=SOURCE, run_id=run_id
+                )
+                if change is not None:
+                    changes.append(change)
+                    counters.deactivated += 1
+            record_progress(session, run_id, counters)
+        publish_changes(changes)
+        report("deactivating", counters)
+    return "succeeded"
+
+
+@app.task(
+    name="reconcile.run",
+    bind=True,
+    acks_late=True,
+    ignore_result=False,
+    soft_time_limit=RECONCILE_SOFT_LIMIT,
+    time_limit=RECONCILE_HARD_LIMIT,
+)
+def run(self: Any, run_id: int | None = None, trigger: str = "beat") -> dict[str, Any]:
+    """Run a full reconciliation. Beat sends no ``run_id`` (the row is created here); the admin API creates the row
+    first and passes its id. A second run while one is running is refused, not queued. Not retried: the next
+    trigger (or tomorrow night) runs again, and every step is idempotent.
+    """
+    if run_id is not None and (not isinstance(run_id, int) or isinstance(run_id, bool) or run_id < 1):
+        log.warning("reconcile.run called with a bad run id; ignored")
+        return {"status": "rejected", "error": "run_id must be a positive integer"}
+    if run_id is None:
+        try:
+            with unit_of_work() as session:
+                run_id = start_full_run(session, trigger=str(trigger)[:32] or "beat").id
+        except RunInProgress as exc:
+            log.info("reconciliation already running; this trigger is refused", extra={"run_id": exc.run_id})
+            return {"status": "refused", "running_run_id": exc.run_id}
+
+    def report(phase: str, counters: Counters) -> None:
+        self.update_state(state="PROGRESS", meta={"run_id": run_id, "phase": phase, **counters.as_dict()})
+
+    return reconcile_all(run_id, task_id=self.request.id, progress=report).as_dict()

@@ -1,0 +1,373 @@
+"""Asgardeo's SCIM2 Users API: client-credentials token, paged listing, single-user GET, resource parsing.
+
+Every request (token and SCIM alike) first takes a slot from the shared :mod:`tasks.ratelimit` budget, has a
+timeout, and is retried with exponential backoff and full jitter on 429, 5xx and network errors, up to
+``SCIM_MAX_ATTEMPTS``. What is still failing after that raises :class:`~tasks.errors.TransientError`; refused
+credentials or a malformed answer raise :class:`~tasks.errors.DirectoryUnavailable`; a 404 on a single user raises
+:class:`~tasks.errors.UserGone`.
+
+The M2M access token is cached in Redis (shared by every process) until shortly before it expires, and dropped
+when a SCIM call answers 401. It is a secret: it never reaches a log line.
+
+Parsing is hand-written over plain dicts rather than scim2-models: validating 100,000 pydantic models per nightly
+scan costs tens of seconds, and the product needs only a few attributes. The rules:
+
+- ``userName`` loses its user-store prefix (``DEFAULT/kim@example.com`` -> ``kim@example.com``); WSO2 writes store
+  names in upper case, so only an upper-case ``STORE/`` prefix is stripped.
+- ``emails`` may hold plain strings or ``{value, primary}`` objects; the primary one wins, else the first.
+- ``accountDisabled``/``accountLocked`` of ``urn:scim:wso2:schema`` may be booleans or ``"true"``/``"false"``;
+  either one true, or ``active: false``, makes the user ``inactive``.
+- ``meta.lastModified`` (ISO 8601) becomes ``source_version`` in epoch milliseconds; without it ``meta.created``,
+  and without both the time the resource was fetched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import redis
+import requests
+
+from models.settings import Settings, get_settings
+from models.users import UserRecord
+from tasks.errors import DirectoryUnavailable, TransientError, UserGone
+from tasks.ratelimit import RateBudget, budget_for
+from tasks.redis_client import get_redis, key
+
+log = logging.getLogger(__name__)
+
+WSO2_SCHEMA = "urn:scim:wso2:schema"
+LIST_SCOPE = "internal_user_mgt_list"
+VIEW_SCOPE = "internal_user_mgt_view"
+# Refresh the cached token this long before Asgardeo says it expires, so no call carries a dying token.
+TOKEN_EXPIRY_MARGIN_SECONDS = 60
+MAX_ID_LENGTH = 64
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$")
+_STORE_PREFIX = re.compile(r"^[A-Z0-9][A-Z0-9_.-]*/")
+_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class InvalidResource(ValueError):
+    """One SCIM resource could not be read as a user (no id, wrong types)."""
+
+
+def valid_id(value: object) -> bool:
+    """A plausible Asgardeo user id (a UUID in practice): short, no path or query characters."""
+    return isinstance(value, str) and _ID.fullmatch(value) is not None
+
+
+def strip_store(value: str) -> str:
+    """``DEFAULT/kim@example.com`` -> ``kim@example.com``; names without an upper-case store prefix unchanged."""
+    return _STORE_PREFIX.sub("", value, count=1)
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return value.strip().lower() == "true"
+    return False
+
+
+def _text(value: Any, limit: int = 320) -> str | None:
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    return value[:limit] if value else None
+
+
+def _epoch_ms(value: Any) -> int | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+def _primary_email(emails: Any) -> str | None:
+    if isinstance(emails, str):
+        return _text(emails)
+    if not isinstance(emails, list):
+        return None
+    first: str | None = None
+    for item in emails:
+        if isinstance(item, str):
+            value, primary = _text(item), False
+        elif isinstance(item, Mapping):
+            value, primary = _text(item.get("value")), _flag(item.get("primary"))
+        else:
+            continue
+        if value and primary:
+            return value
+        first = first or value
+    return first
+
+
+def _groups(groups: Any) -> tuple[str, ...]:
+    if not isinstance(groups, list):
+        return ()
+    names: list[str] = []
+    for item in groups:
+        raw = item.get("display") or item.get("value") if isinstance(item, Mapping) else item
+        name = _text(raw, 200)
+        if name:
+            names.append(strip_store(name))
+    return tuple(names)
+
+
+def parse_user(resource: Any, *, fetched_ms: int | None = None) -> UserRecord:
+    """One Asgardeo SCIM user resource as a :class:`UserRecord`; raises :class:`InvalidResource` if it has no id."""
+    if not isinstance(resource, Mapping):
+        raise InvalidResource("resource is not an object")
+    asgardeo_id = resource.get("id")
+    if not isinstance(asgardeo_id, str) or not valid_id(asgardeo_id):
+        raise InvalidResource("resource has no usable id")
+    username = _text(resource.get("userName"))
+    name = _mapping(resource.get("name"))
+    extension = _mapping(resource.get(WSO2_SCHEMA))
+    meta = _mapping(resource.get("meta"))
+    inactive = (
+        _flag(extension.get("accountDisabled"))
+        or _flag(extension.get("accountLocked"))
+        or resource.get("active") is False
+        or (isinstance(resource.get("active"), str) and resource["active"].strip().lower() == "false")
+    )
+    version = _epoch_ms(meta.get("lastModified")) or _epoch_ms(meta.get("created"))
+    if version is None:
+        version = fetched_ms if fetched_ms is not None else time.time_ns() // 1_000_000
+    return UserRecord(
+        asgardeo_id=asgardeo_id,
+        username=strip_store(username) if username else None,
+        email=_primary_email(resource.get("emails")),
+        first_name=_text(name.get("givenName"), 200),
+        last_name=_text(name.get("familyName"), 200),
+        groups=_groups(resource.get("groups")),
+        status="inactive" if inactive else "active",
+        source_version=version,
+    )
+
+
+@dataclass
+class Page:
+    """One listing page: the users read, how many resources could not be read, and the directory's counts."""
+
+    start_index: int
+    total_results: int
+    items: int
+    users: list[UserRecord] = field(default_factory=list)
+    invalid: int = 0
+
+
+def parse_page(body: Any, start_index: int) -> Page:
+    """A SCIM ListResponse; raises :class:`DirectoryUnavailable` when it is not one."""
+    if not isinstance(body, Mapping):
+        raise DirectoryUnavailable("SCIM listing answered something that is not a ListResponse")
+    total = body.get("totalResults")
+    resources = body.get("Resources", [])
+    if not isinstance(total, int) or isinstance(total, bool) or total < 0 or not isinstance(resources, list):
+        raise DirectoryUnavailable("SCIM listing answered a ListResponse without totalResults/Resources")
+    fetched_ms = time.time_ns() // 1_000_000
+    page = Page(start_index=start_index, total_results=total, items=len(resources))
+    for resource in resources:
+        try:
+            page.users.append(parse_user(resource, fetched_ms=fetched_ms))
+        except InvalidResource:
+            page.invalid += 1
+    if page.invalid:
+        log.warning("SCIM resources without a usable id skipped", extra={"count": page.invalid})
+    return page
+
+
+class ScimClient:
+    """A client for one Asgardeo organisation. Defaults come from the settings; tests pass their own.
+
+    Not thread-safe (one ``requests.Session``); create one per thread.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        *,
+        settings: Settings | None = None,
+        budget: RateBudget | None = None,
+        http: requests.Session | None = None,
+        cache: redis.Redis | None = None,
+        timeout: float | None = None,
+        max_attempts: int | None = None,
+        page_size: int | None = None,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 20.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        settings = settings or get_settings()
+        resolved = base_url or settings.asgardeo_base_url
+        secret = client_secret or (
+            settings.scim_client_secret.get_secret_value() if settings.scim_client_secret else None
+        )
+        cid = client_id or settings.scim_client_id
+        if not resolved or not cid or not secret:
+            raise DirectoryUnavailable("ASGARDEO_BASE_URL, SCIM_CLIENT_ID and SCIM_CLIENT_SECRET must be set")
+        self.base_url = resolved.rstrip("/")
+        self._client_id = cid
+        self._client_secret = secret
+        self.timeout = timeout if timeout is not None else settings.scim_http_timeout_seconds
+        self.max_attempts = max_attempts if max_attempts is not None else settings.scim_max_attempts
+        self.page_size = page_size or settings.scim_page_size
+        self.budget = budget or budget_for(self.base_url, settings)
+        self._http = http or requests.Session()
+        self._cache = cache or get_redis()
+        digest = hashlib.sha256(f"{self.base_url}|{cid}".encode()).hexdigest()[:16]
+        self._token_key = key(f"scim:token:{digest}")
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._sleep = sleep
+        self.requests_sent = 0
+        self.retries = 0
+
+    # --- token ---------------------------------------------------------------------------------------------
+    def token(self) -> str:
+        """The cached M2M access token, fetched by client credentials when absent or about to expire."""
+        try:
+            cached = self._cache.get(self._token_key)
+        except redis.RedisError:
+            cached = None
+        if cached:
+            return cached.decode() if isinstance(cached, bytes) else str(cached)
+        response = self._send(
+            "POST",
+            f"{self.base_url}/oauth2/token",
+            data={"grant_type": "client_credentials", "scope": f"{LIST_SCOPE} {VIEW_SCOPE}"},
+            auth=(self._client_id, self._client_secret),
+        )
+        if response.status_code in (400, 401, 403):
+            raise DirectoryUnavailable(f"Asgardeo refused the SCIM client credentials (HTTP {response.status_code})")
+        if response.status_code != 200:
+            raise TransientError(f"token endpoint answered HTTP {response.status_code}")
+        try:
+            body = response.json()
+            access_token = str(body["access_token"])
+            expires_in = int(body.get("expires_in", 3600))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DirectoryUnavailable("token endpoint answered without an access_token") from exc
+        ttl = max(expires_in - TOKEN_EXPIRY_MARGIN_SECONDS, min(expires_in // 2, 30))
+        if ttl > 0:
+            try:
+                self._cache.set(self._token_key, access_token, ex=ttl)
+            except redis.RedisError:
+                log.warning("SCIM token not cached: Redis unavailable")
+        return access_token
+
+    def forget_token(self) -> None:
+        with contextlib.suppress(redis.RedisError):
+            self._cache.delete(self._token_key)
+
+    # --- HTTP ----------------------------------------------------------------------------------------------
+    def _backoff(self, attempt: int, response: requests.Response | None) -> float:
+        retry_after = response.headers.get("Retry-After") if response is not None else None
+        if retry_after and retry_after.isdigit():
+            return min(float(retry_after), self._backoff_cap)
+        # Full jitter (AWS architecture blog): spreads retries of many callers over the whole interval.
+        return random.uniform(0, min(self._backoff_cap, self._backoff_base * 2**attempt))  # noqa: S311
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """One logical call: budget slot, timeout, retries on 429/5xx/network errors with backoff."""
+        last_error = "no attempt made"
+        for attempt in range(self.max_attempts):
+            self.budget.acquire()
+            response: requests.Response | None = None
+            try:
+                self.requests_sent += 1
+                response = self._http.request(method, url, timeout=self.timeout, **kwargs)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                last_error = type(exc).__name__
+            else:
+                if response.status_code not in _RETRY_STATUSES:
+                    return response
+                last_error = f"HTTP {response.status_code}"
+            if attempt + 1 < self.max_attempts:
+                self.retries += 1
+                delay = self._backoff(attempt, response)
+                log.info("SCIM call retried", extra={"attempt": attempt + 1, "error": last_error, "delay": delay})
+                self._sleep(delay)
+        raise TransientError(f"{method} {url.removeprefix(self.base_url)} failed: {last_error}")
+
+    def _scim(self, path: str, params: Mapping[str, Any] | None = None) -> requests.Response:
+        url = f"{self.base_url}/scim2{path}"
+        for refreshed in (False, True):
+            headers = {"Authorization": f"Bearer {self.token()}", "Accept": "application/scim+json"}
+            response = self._send("GET", url, params=params, headers=headers)
+            if response.status_code == 401 and not refreshed:
+                self.forget_token()
+                continue
+            return response
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _json(response: requests.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise DirectoryUnavailable(f"SCIM answered HTTP {response.status_code} without JSON") from exc
+
+    # --- SCIM ----------------------------------------------------------------------------------------------
+    def list_page(self, start_index: int, count: int | None = None) -> Page:
+        """One page of ``/scim2/Users`` (1-based ``start_index``)."""
+        count = count or self.page_size
+        response = self._scim("/Users", {"startIndex": start_index, "count": count})
+        if response.status_code != 200:
+            raise DirectoryUnavailable(f"SCIM listing answered HTTP {response.status_code}")
+        return parse_page(self._json(response), start_index)
+
+    def iter_pages(self, count: int | None = None, max_pages: int | None = None) -> Iterator[Page]:
+        """Every page of the directory, one request at a time; never holds more than one page.
+
+        Stops when ``totalResults`` is reached (re-read on every page, since the directory may change), on an
+        empty page, or after ``max_pages`` (default ``RECONCILE_MAX_PAGES``), which raises
+        :class:`DirectoryUnavailable` because a listing cut short is not complete.
+        """
+        count = count or self.page_size
+        cap = max_pages or get_settings().reconcile_max_pages
+        start = 1
+        for _ in range(cap):
+            page = self.list_page(start, count)
+            if page.items == 0:
+                return
+            yield page
+            start += page.items
+            if start - 1 >= page.total_results:
+                return
+        raise DirectoryUnavailable(f"SCIM listing still had pages after {cap}; treated as incomplete")
+
+    def get_user(self, asgardeo_id: str) -> UserRecord:
+        """One user by SCIM id; raises :class:`UserGone` on 404."""
+        if not valid_id(asgardeo_id):
+            raise ValueError("not a SCIM user id")
+        response = self._scim(f"/Users/{quote(asgardeo_id, safe='')}")
+        if response.status_code == 404:
+            raise UserGone(asgardeo_id)
+        if response.status_code != 200:
+            raise DirectoryUnavailable(f"SCIM user GET answered HTTP {response.status_code}")
+        try:
+            return parse_user(self._json(response))
+        except InvalidResource as exc:
+            raise DirectoryUnavailable(f"SCIM user GET answered an unreadable resource: {exc}") from exc

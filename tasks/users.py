@@ -1,0 +1,166 @@
+"""Single-user sync from SCIM: webhook deltas, logins and admins ask for one user to be refreshed.
+
+``users.sync(asgardeo_id, trigger=...)`` is sent by :func:`tasks.coalesce.request_user_refresh` and by the admin
+API (which also passes the ``run_id`` of the row it created). It fetches the user and upserts it; a 404 makes the
+user a ``deleted`` tombstone (sessions revoked). Each call is one ``sync_runs`` row of kind ``user``; retries of a
+call keep that row. Transient failures retry with exponential backoff and jitter up to :data:`MAX_RETRIES`;
+permanent ones (credentials refused, bad answer, bad id) are recorded as ``failed`` and not retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from models.db import unit_of_work
+from models.runs import Counters, finish_run, get_run, mark_started, note_error, start_user_run
+from models.settings import get_settings
+from models.users import Change, apply_user_patch, upsert_users
+from tasks.app import app
+from tasks.errors import DirectoryUnavailable, TransientError, UserGone
+from tasks.live import publish_changes
+from tasks.scim import ScimClient, valid_id
+
+log = logging.getLogger(__name__)
+
+SOURCE = "sync"
+MAX_RETRIES = 5
+BACKOFF_CAP_SECONDS = 300
+
+
+class SyncPending(Exception):
+    """A transient failure of the sync recorded on ``run_id``; the task retries it with the same row."""
+
+    def __init__(self, run_id: int, cause: TransientError) -> None:
+        super().__init__(str(cause))
+        self.run_id = run_id
+        self.cause = cause
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    run_id: int | None
+    status: str
+    action: str | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "status": self.status, "action": self.action, "error": self.error}
+
+
+def sync_user(
+    asgardeo_id: str,
+    *,
+    trigger: str,
+    run_id: int | None = None,
+    requested_by: str | None = None,
+    task_id: str | None = None,
+    client: ScimClient | None = None,
+) -> SyncResult:
+    """Refresh one user from SCIM and record it on a ``user`` run (``run_id``, or a new row).
+
+    Raises :class:`SyncPending` on a transient failure (the row stays ``running`` with the error noted).
+    """
+    if not valid_id(asgardeo_id):
+        log.warning("users.sync called with an id that is not a SCIM id; ignored")
+        return SyncResult(None, "rejected", error="not a SCIM user id")
+    with unit_of_work() as session:
+        if run_id is None:
+            run_id = start_user_run(
+                session, asgardeo_id, trigger=trigger, requested_by=requested_by, task_id=task_id
+            ).id
+        else:
+            row = get_run(session, run_id)
+            if row is None or row.kind != "user" or row.status != "running" or row.target_user_id != asgardeo_id:
+                return SyncResult(run_id, "rejected", error="no such running user sync")
+            mark_started(session, run_id, task_id)
+    asked_ms = time.time_ns() // 1_000_000
+    counters = Counters(seen=1)
+    changes: list[Change] = []
+    try:
+        record = (client or ScimClient()).get_user(asgardeo_id)
+    except UserGone:
+        with unit_of_work() as session:
+            change = apply_user_patch(
+                session,
+                asgardeo_id,
+                {"status": "deleted"},
+                source_version=asked_ms,
+                source=SOURCE,
+                run_id=run_id,
+                actor=requested_by,
+            )
+            if change is not None:
+                changes.append(change)
+                counters.deactivated = 1
+            else:
+                counters.unchanged = 1
+            finish_run(session, run_id, "succeeded", counters=counters)
+        publish_changes(changes)
+        return SyncResult(run_id, "succeeded", change.action if change else "unchanged")
+    except TransientError as exc:
+        with unit_of_work() as session:
+            note_error(session, run_id, f"retrying: {exc}")
+        raise SyncPending(run_id, exc) from exc
+    except DirectoryUnavailable as exc:
+        with unit_of_work() as session:
+            finish_run(session, run_id, "failed", error=str(exc), counters=Counters(failed=1))
+        log.warning("user sync failed", extra={"run_id": run_id, "user_id": asgardeo_id, "error": str(exc)})
+        return SyncResult(run_id, "failed", error=str(exc))
+    with unit_of_work() as session:
+        result = upsert_users(
+            session,
+            [record],
+            source=SOURCE,
+            run_id=run_id,
+            actor=requested_by,
+            role_map=get_settings().group_roles or None,
+        )
+        counters.created, counters.updated = result.created, result.updated
+        counters.unchanged = result.unchanged + result.stale
+        finish_run(session, run_id, "succeeded", counters=counters)
+    publish_changes(result.changes)
+    action = result.changes[0].action if result.changes else "unchanged"
+    log.info("user synced", extra={"run_id": run_id, "user_id": asgardeo_id, "action": action})
+    return SyncResult(run_id, "succeeded", action)
+
+
+@app.task(name="users.sync", bind=True, acks_late=True, max_retries=MAX_RETRIES)
+def sync(
+    self: Any,
+    asgardeo_id: str,
+    trigger: str = "webhook",
+    run_id: int | None = None,
+    requested_by: str | None = None,
+) -> dict[str, Any]:
+    """Refresh one user from SCIM (see the module docstring). Safe to run twice."""
+    if not isinstance(asgardeo_id, str) or not isinstance(trigger, str):
+        return SyncResult(None, "rejected", error="asgardeo_id and trigger must be strings").as_dict()
+    try:
+        return sync_user(
+            asgardeo_id, trigger=trigger, run_id=run_id, requested_by=requested_by, task_id=self.request.id
+        ).as_dict()
+    except SyncPending as pending:
+        if self.request.retries >= self.max_retries:
+            with unit_of_work() as session:
+                finish_run(
+                    session, pending.run_id, "failed", error=f"gave up: {pending.cause}", counters=Counters(failed=1)
+                )
+            log.warning("user sync gave up", extra={"run_id": pending.run_id, "user_id": asgardeo_id})
+            return SyncResult(pending.run_id, "failed", error=str(pending.cause)).as_dict()
+        # Exponential backoff with full jitter, capped; the retry keeps the same run row.
+        countdown = random.uniform(0, min(BACKOFF_CAP_SECONDS, 2 ** (self.request.retries + 1)))  # noqa: S311
+        raise self.retry(
+            exc=pending.cause,
+            countdown=countdown,
+            kwargs={
+                "asgardeo_id": asgardeo_id,
+                "trigger": trigger,
+                "run_id": pending.run_id,
+                "requested_by": requested_by,
+            },
+            args=(),
+        ) from pending
