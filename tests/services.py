@@ -25,6 +25,8 @@ class ServiceUnavailable(RuntimeError):
 
 @dataclass
 class TestServices:
+    __test__ = False  # a helper, not a test class
+
     server_url: str = ""
     database_url: str = ""
     database_name: str = ""
