@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from flask.testing import FlaskClient
+
+from models.db import unit_of_work
+from models.tables import SyncRun, WebhookEvent
+
+
+def test_summary_reports_runs_backlog_and_failures(client: FlaskClient, admin_headers: dict[str, str]) -> None:
+    with unit_of_work() as session:
+        session.add(SyncRun(kind="full", trigger="schedule", status="succeeded", seen=10, created=2))
+        for n, status in enumerate(("failed", "applied", "received")):
+            session.add(
+                WebhookEvent(
+                    jti=f"h-{n}",
+                    event_type="userCreated",
+                    event_uri="u",
+                    iat=1,
+                    payload={},
+                    status=status,
+                    last_error="boom" if status == "failed" else None,
+                )
+            )
+    body = client.get("/admin/health/summary", headers=admin_headers).json
+    assert body["last_successful_run"]["counts"]["created"] == 2
+    assert body["inbox"] == {"received": 1, "queued": 0, "applied": 1, "ignored": 0, "failed": 1}
+    assert [e["last_error"] for e in body["failed_events"]] == ["boom"]
+    assert body["oldest_pending_event_at"] is not None
+
+
+def test_summary_with_nothing_yet(client: FlaskClient, admin_headers: dict[str, str]) -> None:
+    body = client.get("/admin/health/summary", headers=admin_headers).json
+    assert body["last_run"] is None
+    assert body["failed_events"] == []
+
+
+def test_page_renders_for_admins(client: FlaskClient, admin_headers: dict[str, str]) -> None:
+    response = client.get("/admin/health", headers=admin_headers)
+    assert response.status_code == 200
+    assert "No reconciliation has succeeded yet." in response.get_data(as_text=True)

@@ -1,0 +1,98 @@
+"""The operators' sync-health page: is the user table in sync, what failed, and one click to replay it.
+
+One query gathers everything (last reconciliation, inbox backlog, failed events, webhook traffic), served as a page
+for people and as JSON for scripts. The page's replay buttons call the admin events API.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, render_template
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from models.db import unit_of_work
+from models.settings import Settings
+from models.tables import EVENT_STATUSES, SyncRun, User, WebhookEvent
+from web.access import require_role
+
+bp = Blueprint("sync_health", __name__, url_prefix="/admin")
+FAILED_SHOWN = 20
+
+
+def _run(run: SyncRun | None) -> dict[str, Any] | None:
+    if run is None:
+        return None
+    return {
+        "id": run.id,
+        "kind": run.kind,
+        "trigger": run.trigger,
+        "status": run.status,
+        "started_at": run.started_at.isoformat(),
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "counts": {
+            name: getattr(run, name) for name in ("seen", "created", "updated", "unchanged", "deactivated", "failed")
+        },
+        "pages_done": run.pages_done,
+        "error": run.error,
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def snapshot(session: Session) -> dict[str, Any]:
+    """Everything the page shows, as plain data."""
+    full_runs = select(SyncRun).where(SyncRun.kind == "full").order_by(SyncRun.id.desc())
+    last_run = session.execute(full_runs.limit(1)).scalar_one_or_none()
+    last_success = session.execute(full_runs.where(SyncRun.status == "succeeded").limit(1)).scalar_one_or_none()
+    backlog = dict.fromkeys(EVENT_STATUSES, 0)
+    for status, count in session.execute(select(WebhookEvent.status, func.count()).group_by(WebhookEvent.status)).all():
+        backlog[status] = count
+    failed = session.execute(
+        select(WebhookEvent).where(WebhookEvent.status == "failed").order_by(WebhookEvent.id.desc()).limit(FAILED_SHOWN)
+    ).scalars()
+    last_delivery = session.scalar(select(func.max(WebhookEvent.received_at)))
+    oldest_pending = session.scalar(
+        select(func.min(WebhookEvent.received_at)).where(WebhookEvent.status.in_(("received", "queued")))
+    )
+    users = dict(session.execute(select(User.status, func.count()).group_by(User.status)).all())
+    return {
+        "last_run": _run(last_run),
+        "last_successful_run": _run(last_success),
+        "inbox": backlog,
+        "oldest_pending_event_at": _iso(oldest_pending),
+        "last_webhook_received_at": _iso(last_delivery),
+        "failed_events": [
+            {
+                "id": e.id,
+                "jti": e.jti,
+                "event_type": e.event_type,
+                "user_id": e.asgardeo_user_id,
+                "attempts": e.attempts,
+                "last_error": e.last_error,
+                "received_at": _iso(e.received_at),
+            }
+            for e in failed
+        ],
+        "users": {status: users.get(status, 0) for status in ("active", "inactive", "deleted")},
+    }
+
+
+@bp.get("/health")
+@require_role("admin")
+def page() -> str:
+    settings: Settings = current_app.config["SETTINGS"]
+    with unit_of_work() as session:
+        data = snapshot(session)
+    return render_template("sync_health.html", data=data, flower_url=settings.flower_url)
+
+
+@bp.get("/health/summary")
+@require_role("admin")
+def summary() -> Response:
+    with unit_of_work() as session:
+        return jsonify(snapshot(session))
