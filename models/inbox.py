@@ -9,13 +9,13 @@ Functions take an open ``Session`` and never commit.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import Connection, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from models.tables import EVENT_STATUSES, WebhookEvent
@@ -87,31 +87,37 @@ def check_age(iat_ms: int, *, now_ms: int, max_age_seconds: int, max_skew_second
     return None
 
 
-def insert_event(session: Session, envelope: Envelope) -> int | None:
+_INSERT_SQL = text(
+    """
+INSERT INTO webhook_events (jti, event_type, event_uri, asgardeo_user_id, iat, payload, status, queued_at)
+VALUES (:jti, :event_type, :event_uri, :asgardeo_user_id, :iat, CAST(:payload AS jsonb), 'queued', now())
+ON CONFLICT (jti) DO NOTHING
+RETURNING id
+"""
+)
+
+
+def insert_event(conn: Session | Connection, envelope: Envelope, raw_body: str | None = None) -> int | None:
     """Insert the event as ``queued`` (the caller publishes right after commit); ``None`` when its ``jti`` is known.
 
     Marking it ``queued`` up front saves the intake a second write; if the publish fails the caller flips it to
     ``received`` (:func:`mark_received`), and if the process dies in between the relay finds it stuck in ``queued``.
+    ``raw_body`` (the delivery as received) is stored as is, saving a re-serialisation on the intake's hot path.
+    One prepared text statement, because this runs once per delivery and the ORM's per-call cost is most of it.
     """
-    statement = (
-        pg_insert(WebhookEvent)
-        .values(
-            jti=envelope.jti,
-            event_type=envelope.event_type,
-            event_uri=envelope.event_uri,
-            asgardeo_user_id=envelope.asgardeo_user_id,
-            iat=envelope.iat,
-            payload=envelope.body,
-            status="queued",
-            queued_at=func.now(),
-        )
-        .on_conflict_do_nothing(index_elements=[WebhookEvent.jti])
-        .returning(WebhookEvent.id)
-    )
-    return session.execute(statement).scalar_one_or_none()
+    params = {
+        "jti": envelope.jti,
+        "event_type": envelope.event_type,
+        "event_uri": envelope.event_uri,
+        "asgardeo_user_id": envelope.asgardeo_user_id,
+        "iat": envelope.iat,
+        "payload": raw_body if raw_body is not None else json.dumps(envelope.body),
+    }
+    result: int | None = conn.execute(_INSERT_SQL, params).scalar_one_or_none()
+    return result
 
 
-def mark_received(session: Session, event_ids: Sequence[int]) -> None:
+def mark_received(session: Session | Connection, event_ids: Sequence[int]) -> None:
     """No message is in the broker for these events (the publish failed); the relay will send them."""
     if event_ids:
         session.execute(

@@ -19,7 +19,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import exc as sa_exc
 
 from models import inbox
-from models.db import SessionFactory, get_engine
+from models.db import get_engine
 from models.settings import Settings
 from tasks.events import ApplyPublisher, get_publisher
 from web.errors import APIError
@@ -95,7 +95,7 @@ def verify_signature(body: bytes, settings: Settings) -> None:
 
 def parse_delivery(body: bytes, settings: Settings, now_ms: int) -> inbox.Envelope:
     try:
-        data: Any = json.loads(body)
+        data: Any = json.loads(body.decode("utf-8"))
     except (ValueError, RecursionError):
         raise APIError(400, "malformed_json", "The body is not valid UTF-8 JSON.") from None
     try:
@@ -120,9 +120,11 @@ def receive() -> tuple[Response, int]:
     envelope = parse_delivery(body, settings, int(time.time() * 1000))
     extra = {"jti": envelope.jti, "event_type": envelope.event_type, "user_id": envelope.asgardeo_user_id}
     try:
-        get_engine()
-        with SessionFactory.begin() as session:
-            event_id = inbox.insert_event(session, envelope)
+        with get_engine().begin() as conn:
+            event_id = inbox.insert_event(conn, envelope, body.decode())
+    except sa_exc.DataError:
+        # Valid JSON that Postgres's jsonb refuses (a \u0000 in a string).
+        raise APIError(400, "invalid_envelope", "The body holds characters that cannot be stored.") from None
     except DB_UNAVAILABLE as exc:
         log.warning("inbox unavailable; asking the sender to retry", extra={**extra, "error": type(exc).__name__})
         raise APIError(
@@ -140,8 +142,8 @@ def receive() -> tuple[Response, int]:
 def _leave_for_relay(event_id: int, extra: dict[str, Any]) -> None:
     """The broker is down: mark the event ``received`` so the relay sends it as soon as it runs."""
     try:
-        with SessionFactory.begin() as session:
-            inbox.mark_received(session, [event_id])
+        with get_engine().begin() as conn:
+            inbox.mark_received(conn, [event_id])
     except DB_UNAVAILABLE:
         # Still safe: the event stays ``queued`` and the relay re-sends queued events past their deadline.
         log.warning("could not mark the event received", extra=extra)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -191,6 +192,16 @@ def test_bad_envelope_is_400(client: FlaskClient, recorder: RecordingPublisher, 
     raw = encode(body)
     response = client.post(URL, data=raw, headers=signed_headers(raw))
     assert_refused(response, 400, "invalid_envelope", recorder)
+
+
+def test_json_that_postgres_cannot_store_is_400(client: FlaskClient, recorder: RecordingPublisher) -> None:
+    body = event("userProfileUpdated", addedClaims=[{"uri": "x", "value": "nul\u0000byte"}])
+    assert_refused(post(client, body), 400, "invalid_envelope", recorder)
+
+
+def test_utf16_json_is_refused_as_malformed(client: FlaskClient, recorder: RecordingPublisher) -> None:
+    raw = json.dumps(sample("userDeleted")).encode("utf-16")
+    assert_refused(client.post(URL, data=raw, headers=signed_headers(raw)), 400, "malformed_json", recorder)
 
 
 def test_event_older_than_the_retention_window_is_400_not_410(

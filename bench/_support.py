@@ -1,0 +1,229 @@
+# ruff: noqa: PLC0415 - app modules load after the environment is set, exactly as a fresh process would
+"""Shared plumbing for the webhook benchmarks: servers, the app under test, a paced HTTP load generator."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "bench-webhook-secret"
+
+
+def bench_app() -> Any:
+    """The product's app plus a bare endpoint (same server, same middleware) to compare against."""
+    from flask import jsonify
+
+    from web import create_app
+
+    app = create_app()
+
+    @app.post("/bench/bare")
+    def bare() -> Any:
+        return jsonify(status="accepted"), 202
+
+    return app
+
+
+@contextmanager
+def services() -> Iterator[dict[str, str]]:
+    """A fresh database (migrated) and Redis key prefix, on CI's servers or embedded ones; the env for children."""
+    sys.path.insert(0, str(ROOT))
+    from tests.services import TestServices
+
+    svc = TestServices()
+    svc.start()
+    env = dict(
+        os.environ,
+        APP_ENV="test",
+        DATABASE_URL=svc.database_url,
+        REDIS_URL=svc.redis_url,
+        REDIS_KEY_PREFIX=svc.key_prefix,
+        WEBHOOK_SECRETS=SECRET,
+        LOG_LEVEL="WARNING",
+        PYTHONPATH=str(ROOT),
+    )
+    os.environ.update(
+        {
+            k: env[k]
+            for k in ("APP_ENV", "DATABASE_URL", "REDIS_URL", "REDIS_KEY_PREFIX", "WEBHOOK_SECRETS", "LOG_LEVEL")
+        }
+    )
+    from models import migrate
+    from models.settings import get_settings
+
+    get_settings.cache_clear()
+    migrate.upgrade()
+    try:
+        yield env
+    finally:
+        from models.db import reset_engine
+
+        reset_engine()
+        svc.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def gunicorn(env: dict[str, str], workers: int = 2, threads: int = 8) -> Iterator[int]:
+    port = free_port()
+    cmd = [
+        str(ROOT / ".venv/bin/gunicorn"),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--worker-class",
+        "gthread",
+        "--workers",
+        str(workers),
+        "--threads",
+        str(threads),
+        "--log-level",
+        "warning",
+        "bench._support:bench_app()",
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+                conn.request("GET", "/healthz")
+                if conn.getresponse().status == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("gunicorn did not start")
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+@contextmanager
+def celery_worker(env: dict[str, str], concurrency: int = 2) -> Iterator[subprocess.Popen[bytes]]:
+    cmd = [
+        str(ROOT / ".venv/bin/celery"),
+        "-A",
+        "tasks",
+        "worker",
+        "--queues",
+        "events,users,default",
+        "--concurrency",
+        str(concurrency),
+        "--loglevel",
+        "WARNING",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@dataclass
+class Result:
+    sent: int
+    seconds: float
+    latencies_ms: list[float]
+    statuses: dict[int, int]
+
+    @property
+    def rate(self) -> float:
+        return self.sent / self.seconds if self.seconds else 0.0
+
+    def pct(self, q: float) -> float:
+        data = sorted(self.latencies_ms)
+        return data[min(len(data) - 1, int(q * len(data)))] if data else float("nan")
+
+    def line(self, label: str) -> str:
+        return (
+            f"{label:<28} {self.rate:8.0f}/s  p50 {self.pct(0.5):6.1f} ms  p95 {self.pct(0.95):6.1f} ms  "
+            f"p99 {self.pct(0.99):6.1f} ms  n={self.sent} statuses={self.statuses}"
+        )
+
+
+def load(
+    port: int,
+    path: str,
+    bodies: Sequence[tuple[bytes, dict[str, str]]],
+    *,
+    concurrency: int,
+    rate: float | None = None,
+    timeout: float = 60.0,
+    on_response: Callable[[int, float], None] | None = None,
+) -> Result:
+    """Send every body once over keep-alive connections; ``rate`` paces the sends (open loop), else as fast as
+    possible. Bounded by count and by ``timeout`` seconds."""
+    lock = threading.Lock()
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    cursor = iter(range(len(bodies)))
+    start = time.perf_counter()
+    stop_at = start + timeout
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        while True:
+            with lock:
+                index = next(cursor, None)
+            if index is None or time.perf_counter() > stop_at:
+                break
+            if rate:
+                due = start + index / rate
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            raw, headers = bodies[index]
+            t0 = time.perf_counter()
+            try:
+                conn.request("POST", path, body=raw, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                status = response.status
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                status = 0
+            elapsed = (time.perf_counter() - t0) * 1000
+            if on_response is not None:
+                on_response(index, time.time())
+            with lock:
+                latencies.append(elapsed)
+                statuses[status] = statuses.get(status, 0) + 1
+        conn.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - start
+    return Result(len(latencies), seconds, latencies, statuses)
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")

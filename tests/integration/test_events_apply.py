@@ -1,0 +1,218 @@
+"""Events applied by the real worker from real signed deliveries (the stand-in's, and hand-made ones to force order)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import requests
+from sqlalchemy import func, select
+
+from models.db import SessionFactory, get_engine, unit_of_work
+from models.tables import AppSession, User, UserChange, WebhookEvent
+from tasks.events import ApplyPublisher, relay
+from tests.stack import WEBHOOK_SECRET, LiveServer
+from tests.webhook_payloads import claims, encode, event, signed_headers
+
+pytestmark = pytest.mark.usefixtures("celery_worker", "clean_db")
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def user(asgardeo_id: str) -> User | None:
+    get_engine()
+    with SessionFactory() as session:
+        return session.execute(select(User).where(User.asgardeo_id == asgardeo_id)).scalar_one_or_none()
+
+
+def events_done(expected: int) -> bool:
+    with SessionFactory() as session:
+        statuses = list(session.execute(select(WebhookEvent.status)).scalars())
+    return len(statuses) >= expected and all(s in ("applied", "ignored") for s in statuses)
+
+
+def audit_count(asgardeo_id: str) -> int:
+    with SessionFactory() as session:
+        query = select(func.count()).select_from(UserChange).where(UserChange.asgardeo_id == asgardeo_id)
+        return int(session.execute(query).scalar_one())
+
+
+@pytest.fixture
+def subscribed(standin_admin: Any, live_server: LiveServer) -> Iterator[Any]:
+    status = standin_admin.set_webhook(live_server.url + "/webhooks/asgardeo", WEBHOOK_SECRET, wait_verified=10)
+    assert status["verified"], status
+    yield standin_admin
+    standin_admin.wait_for_deliveries(timeout=10)
+    standin_admin.set_webhook(None)
+
+
+def deliver(live_server: LiveServer, body: dict[str, Any]) -> requests.Response:
+    raw = encode(body)
+    return requests.post(live_server.url + "/webhooks/asgardeo", data=raw, headers=signed_headers(raw), timeout=10)
+
+
+def test_standin_changes_of_every_type_reach_the_user_table(subscribed: Any) -> None:
+    name = f"kim-{uuid.uuid4().hex[:8]}@example.com"
+    created = subscribed.create_user(name, "Passw0rd!", email=name, given_name="Kim", family_name="Lee")
+    uid = created["id"]
+    found = wait_for(lambda: user(uid), what="created user")
+    assert (found.username, found.email, found.first_name, found.last_name, found.status) == (
+        name,
+        name,
+        "Kim",
+        "Lee",
+        "active",
+    )
+
+    subscribed.update_user(uid, given_name="Kimberly")
+    wait_for(lambda: (u := user(uid)) and u.first_name == "Kimberly", what="profile update")
+
+    subscribed.disable(uid)
+    wait_for(lambda: (u := user(uid)) and u.status == "inactive", what="disable")
+    subscribed.enable(uid)
+    wait_for(lambda: (u := user(uid)) and u.status == "active", what="enable")
+    subscribed.lock(uid)
+    wait_for(lambda: (u := user(uid)) and u.status == "inactive", what="lock")
+    subscribed.unlock(uid)
+    wait_for(lambda: (u := user(uid)) and u.status == "active", what="unlock")
+    subscribed.delete(uid)
+    wait_for(lambda: (u := user(uid)) and u.status == "deleted", what="delete")
+    subscribed.wait_for_deliveries(timeout=10)
+    wait_for(lambda: events_done(8), what="every event done")
+    with SessionFactory() as session:
+        types = sorted(session.execute(select(WebhookEvent.event_type)).scalars())
+    assert types == sorted(
+        [
+            "userCreated",
+            "registrationSuccess",
+            "userProfileUpdated",
+            "userDisabled",
+            "userEnabled",
+            "userAccountLocked",
+            "userAccountUnlocked",
+            "userDeleted",
+        ]
+    )
+
+
+def test_disabling_a_user_revokes_their_sessions(live_server: LiveServer, make_signed_in_user: Any) -> None:
+    uid = str(uuid.uuid4())
+    local_id, token = make_signed_in_user(asgardeo_id=uid, source_version=1)
+    assert deliver(live_server, event("userDisabled", uid)).status_code == 202
+    wait_for(lambda: (u := user(uid)) and u.status == "inactive", what="disable")
+    with SessionFactory() as session:
+        revoked = session.execute(select(AppSession.revoked_at).where(AppSession.user_id == local_id)).scalar_one()
+    assert revoked is not None
+    me = requests.get(live_server.url + "/auth/me", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert me.status_code == 401
+
+
+def test_duplicate_deliveries_apply_once(live_server: LiveServer) -> None:
+    uid = str(uuid.uuid4())
+    body = event("userCreated", uid, claims=claims(username="dup@example.com", email="dup@example.com"))
+    assert deliver(live_server, body).status_code == 202
+    assert deliver(live_server, body).status_code == 200
+    wait_for(lambda: events_done(1), what="applied")
+    assert audit_count(uid) == 1
+
+
+def test_update_before_create_keeps_the_update(live_server: LiveServer) -> None:
+    uid = str(uuid.uuid4())
+    t0 = int(time.time() * 1000)
+    update = event("userProfileUpdated", uid, iat=t0 + 10, updatedClaims=claims(first_name="New"))
+    create = event("userCreated", uid, iat=t0, claims=claims(username="o@example.com", first_name="Old"))
+    assert deliver(live_server, update).status_code == 202
+    wait_for(lambda: events_done(1), what="update applied")
+    assert deliver(live_server, create).status_code == 202
+    wait_for(lambda: events_done(2), what="create applied")
+    found = user(uid)
+    assert found is not None
+    assert found.first_name == "New"
+    assert found.source_version == t0 + 10
+
+
+def test_update_after_delete_does_not_resurrect_the_user(live_server: LiveServer) -> None:
+    uid = str(uuid.uuid4())
+    t0 = int(time.time() * 1000)
+    create = event("userCreated", uid, iat=t0, claims=claims(username="gone@example.com"))
+    delete = event("userDeleted", uid, iat=t0 + 20)
+    late_update = event("userProfileUpdated", uid, iat=t0 + 10, updatedClaims=claims(first_name="Zombie"))
+    late_enable = event("userEnabled", uid, iat=t0 + 15)
+    for body in (create, delete, late_update, late_enable):
+        assert deliver(live_server, body).status_code == 202
+    wait_for(lambda: events_done(4), what="all applied")
+    found = user(uid)
+    assert found is not None
+    assert found.status == "deleted"
+    assert found.first_name is None
+
+
+def test_unknown_event_type_is_recorded_as_ignored_and_changes_nothing(live_server: LiveServer) -> None:
+    uid = str(uuid.uuid4())
+    assert deliver(live_server, event("userLoggedIn", uid, channel="login")).status_code == 202
+    wait_for(lambda: events_done(1), what="ignored")
+    with SessionFactory() as session:
+        row = session.execute(select(WebhookEvent)).scalar_one()
+    assert row.status == "ignored"
+    assert row.last_error is not None
+    assert user(uid) is None
+
+
+def test_hostile_claims_fail_the_event_permanently_without_retrying(live_server: LiveServer) -> None:
+    uid = str(uuid.uuid4())
+    body = event("userCreated", uid, claims=[{"uri": "http://wso2.org/claims/givenname", "value": {"$ne": 1}}])
+    assert deliver(live_server, body).status_code == 202
+
+    def failed() -> WebhookEvent | None:
+        with SessionFactory() as session:
+            return session.execute(select(WebhookEvent).where(WebhookEvent.status == "failed")).scalar_one_or_none()
+
+    row = wait_for(failed, what="failed")
+    assert row.attempts == 1
+    assert "not a string" in (row.last_error or "")
+    assert user(uid) is None
+
+
+def test_events_accepted_while_the_broker_is_down_are_applied_after_the_relay(app: Any) -> None:
+    app.extensions["event_publisher"] = ApplyPublisher("redis://127.0.0.1:1/0")
+    client = app.test_client()
+    ids = [str(uuid.uuid4()) for _ in range(5)]
+    for uid in ids:
+        raw = encode(event("userCreated", uid, claims=claims(username=f"{uid}@example.com")))
+        assert client.post("/webhooks/asgardeo", data=raw, headers=signed_headers(raw)).status_code == 202
+    with SessionFactory() as session:
+        assert set(session.execute(select(WebhookEvent.status)).scalars()) == {"received"}
+    relay.delay()
+    wait_for(lambda: events_done(5), what="relayed events applied")
+    assert all(user(uid) is not None for uid in ids)
+
+
+def test_relay_resends_events_stuck_in_queued_past_the_deadline() -> None:
+    uid = str(uuid.uuid4())
+    with unit_of_work() as session:
+        session.add(
+            WebhookEvent(
+                jti=str(uuid.uuid4()),
+                event_type="userCreated",
+                event_uri="https://schemas.identity.wso2.org/events/user/event-type/userCreated",
+                asgardeo_user_id=uid,
+                iat=int(time.time() * 1000),
+                payload=event("userCreated", uid, claims=claims(username="stuck@example.com")),
+                status="queued",
+                queued_at=func.now() - func.make_interval(0, 0, 0, 0, 1),
+            )
+        )
+    relay.delay()
+    wait_for(lambda: events_done(1), what="stuck event applied")
+    assert user(uid) is not None
