@@ -136,6 +136,18 @@ def record_progress(session: Session, run_id: int, counters: Counters) -> None:
     session.execute(update(SyncRun).where(SyncRun.id == run_id).values(heartbeat_at=func.now(), **counters.as_dict()))
 
 
+def add_progress(session: Session, run_id: int, delta: Counters) -> None:
+    """Add one page's counts to the run row; safe for concurrent page writers (the row lock orders them)."""
+    values: dict[str, Any] = {"heartbeat_at": func.now()}
+    for name, value in delta.as_dict().items():
+        if name == "total_results":
+            if value is not None:
+                values[name] = value
+        elif value:
+            values[name] = getattr(SyncRun, name) + value
+    session.execute(update(SyncRun).where(SyncRun.id == run_id).values(**values))
+
+
 def note_error(session: Session, run_id: int, error: str) -> None:
     """Record a failure that will be retried; the run stays ``running``."""
     session.execute(update(SyncRun).where(SyncRun.id == run_id).values(error=error[:2000], heartbeat_at=func.now()))

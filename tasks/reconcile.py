@@ -25,6 +25,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,7 @@ from models.db import get_engine, unit_of_work
 from models.runs import (
     Counters,
     RunInProgress,
+    add_progress,
     finish_run,
     get_run,
     hold_run_lock,
@@ -54,6 +56,8 @@ from tasks.scim import Page, ScimClient
 log = logging.getLogger(__name__)
 
 PREFETCH_PAGES = 2
+# Concurrent page transactions: Postgres works on one while Python parses and sends the next.
+PAGE_WRITERS = 3
 CONFIRM_BATCH = 500
 RETIRE_BATCH = 200
 SOURCE = "reconcile"
@@ -183,18 +187,55 @@ def reconcile_all(
         return Outcome(run_id, status, counters, error)
 
 
+def _write_page(run_id: int, page: Page, role_map: dict[str, str] | None) -> Counters:
+    """One page in one short transaction: the upsert statement plus the run row's counters; publish after commit."""
+    delta = Counters(pages_done=1, total_results=page.total_results, seen=len(page.users), failed=page.invalid)
+    with unit_of_work() as session:
+        result = upsert_users(session, page.users, source=SOURCE, run_id=run_id, role_map=role_map)
+        _add(delta, result.created, result.updated, result.unchanged + result.stale)
+        add_progress(session, run_id, delta)
+    publish_changes(result.changes)
+    return delta
+
+
+def _merge(total: Counters, delta: Counters) -> None:
+    for name, value in delta.as_dict().items():
+        if name == "total_results":
+            total.total_results = value if value is not None else total.total_results
+        else:
+            setattr(total, name, getattr(total, name) + (value or 0))
+
+
 def _list(scim: ScimClient, run_id: int, counters: Counters, report: Progress, role_map: dict[str, str] | None) -> None:
-    for page in prefetched(scim.iter_pages()):
-        with unit_of_work() as session:
-            result = upsert_users(session, page.users, source=SOURCE, run_id=run_id, role_map=role_map)
-            counters.pages_done += 1
-            counters.total_results = page.total_results
-            counters.seen += len(page.users)
-            counters.failed += page.invalid
-            _add(counters, result.created, result.updated, result.unchanged + result.stale)
-            record_progress(session, run_id, counters)
-        publish_changes(result.changes)
-        report("listing", counters)
+    """Stream the listing into :data:`PAGE_WRITERS` concurrent page transactions.
+
+    Pages are disjoint, so their transactions do not contend except on the run row, which each updates last. At
+    most ``PREFETCH_PAGES + PAGE_WRITERS`` pages are in memory. Progress is reported from this (the task's) thread.
+    """
+    inflight: set[Future[Counters]] = set()
+
+    def collect(block: bool) -> None:
+        done, _ = wait(inflight, return_when=FIRST_COMPLETED) if block else (set(inflight), None)
+        for future in [f for f in done if f.done()]:
+            inflight.discard(future)
+            _merge(counters, future.result())
+            report("listing", counters)
+
+    with ThreadPoolExecutor(max_workers=PAGE_WRITERS, thread_name_prefix="reconcile-writer") as pool:
+        try:
+            for page in prefetched(scim.iter_pages()):
+                inflight.add(pool.submit(_write_page, run_id, page, role_map))
+                if len(inflight) >= PAGE_WRITERS:
+                    collect(block=True)
+            while inflight:
+                collect(block=True)
+        finally:
+            # On failure, count what the pages already written committed, so the row and the outcome agree.
+            for future in inflight:
+                future.cancel()
+            for future in wait(inflight).done:
+                if not future.cancelled() and future.exception() is None:
+                    _merge(counters, future.result())
 
 
 def _retire_missing(scim: ScimClient, run_id: int, counters: Counters, report: Progress, share: float) -> str:

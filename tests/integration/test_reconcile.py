@@ -46,7 +46,12 @@ def seeded_ids(handle: Any) -> list[str]:
 
 def test_empty_table_gets_every_directory_user_created(directory: Any) -> None:
     directory.directory.seed(250, prefix="empty")
-    outcome = reconcile(directory)
+    reports: list[tuple[str, int, int]] = []
+    outcome = reconcile(directory, progress=lambda phase, c: reports.append((phase, c.pages_done, c.seen)))
+    listing = [r for r in reports if r[0] == "listing"]
+    assert [pages for _, pages, _ in listing] == [1, 2, 3]  # pages may finish out of order; counts only grow
+    assert listing[-1][2] == 250
+    assert reports[-1][0] == "done"
     assert outcome.status == "succeeded"
     users = local_users()
     assert set(users) == set(seeded_ids(directory))
