@@ -94,9 +94,7 @@ def revoke_user_sessions(session: Session, user_ids: Sequence[int], *, reason: s
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def revoke_sessions_by_sid(
-    session: Session, idp_sid: str, *, reason: str, asgardeo_id: str | None = None
-) -> int:
+def revoke_sessions_by_sid(session: Session, idp_sid: str, *, reason: str, asgardeo_id: str | None = None) -> int:
     """End the sessions opened under one Asgardeo session (back-channel logout); with ``asgardeo_id``, only that
     user's sessions under the ``sid``. Idempotent."""
     statement = update(AppSession).where(AppSession.idp_sid == idp_sid, AppSession.revoked_at.is_(None))

@@ -53,8 +53,9 @@ def provider_sign_in(authorize_url: str, username: str, password: str = PASSWORD
     page = browser.get(authorize_url, timeout=10)
     assert page.status_code == 200, page.text[:300]
     assert 'name="username"' in page.text
-    answer = browser.post(authorize_url, data={"username": username, "password": password}, allow_redirects=False,
-                          timeout=10)
+    answer = browser.post(
+        authorize_url, data={"username": username, "password": password}, allow_redirects=False, timeout=10
+    )
     assert answer.status_code == 302, answer.text[:300]
     return str(answer.headers["Location"])
 
@@ -141,14 +142,16 @@ class FakeIdP:
         @app.get("/.well-known/openid-configuration")
         def discovery() -> Any:
             self.counts["discovery"] += 1
-            return jsonify({
-                "issuer": self.issuer,
-                "authorization_endpoint": f"{self.issuer}/authorize",
-                "token_endpoint": f"{self.issuer}/token",
-                "jwks_uri": f"{self.issuer}/jwks",
-                "end_session_endpoint": f"{self.issuer}/logout",
-                "id_token_signing_alg_values_supported": ["RS256"],
-            })
+            return jsonify(
+                {
+                    "issuer": self.issuer,
+                    "authorization_endpoint": f"{self.issuer}/authorize",
+                    "token_endpoint": f"{self.issuer}/token",
+                    "jwks_uri": f"{self.issuer}/jwks",
+                    "end_session_endpoint": f"{self.issuer}/logout",
+                    "id_token_signing_alg_values_supported": ["RS256"],
+                }
+            )
 
         @app.get("/jwks")
         def jwks() -> Any:

@@ -55,7 +55,8 @@ def test_api_client_logs_in_and_reads_me_with_the_bearer_token(http: HttpLogin, 
 
     cookie = set_cookies(answer)["hrms_session"]["hrms_session"]
     assert cookie.value == body["session_token"]
-    assert cookie["httponly"] and cookie["secure"]
+    assert cookie["httponly"]
+    assert cookie["secure"]
     assert cookie["samesite"] == "Lax"
 
     me = http.me(body["session_token"])
@@ -65,11 +66,14 @@ def test_api_client_logs_in_and_reads_me_with_the_bearer_token(http: HttpLogin, 
     [row] = sessions_of(person["id"])
     assert row.token_hash != body["session_token"]
     assert row.idp_sid
-    assert row.id_token and row.id_token.count(".") == 2
+    assert row.id_token
+    assert row.id_token.count(".") == 2
     assert local_user(person["id"]).last_login_at is not None
 
 
-def test_browser_callback_sets_the_cookie_and_redirects_to_the_safe_next_path(http: HttpLogin, standin_admin: Any) -> None:
+def test_browser_callback_sets_the_cookie_and_redirects_to_the_safe_next_path(
+    http: HttpLogin, standin_admin: Any
+) -> None:
     person = new_standin_user(standin_admin)
     answer = http.login(person["_username"], json_client=False, next_path="/profile")
     assert answer.status_code == 303
@@ -234,7 +238,9 @@ def test_login_follow_up_audits_the_login_and_asks_for_a_refresh(
             return int(
                 session.execute(
                     select(func.count()).where(
-                        UserChange.asgardeo_id == person["id"], UserChange.action == "login", UserChange.source == "login"
+                        UserChange.asgardeo_id == person["id"],
+                        UserChange.action == "login",
+                        UserChange.source == "login",
                     )
                 ).scalar_one()
             )
