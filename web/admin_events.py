@@ -11,9 +11,9 @@ from sqlalchemy import func, select
 from models import inbox
 from models.db import SessionFactory, get_engine, unit_of_work
 from models.tables import EVENT_STATUSES, User, UserChange, WebhookEvent
-from tasks.events import get_publisher
 from web.access import current_user, require_role
 from web.errors import APIError
+from web.webhooks import publisher
 
 bp = Blueprint("admin_events", __name__, url_prefix="/admin")
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def replay_event(event_id: int) -> tuple[Response, int]:
             raise APIError(409, "not_replayable", str(exc)) from None
         if row is None:
             raise APIError(404, "not_found", f"No event {event_id}.")
-    unsent = get_publisher().publish([event_id])
+    unsent = publisher().publish([event_id])
     if unsent:
         with unit_of_work() as session:
             inbox.mark_received(session, unsent)
@@ -121,7 +121,7 @@ def replay_failed() -> tuple[Response, int]:
     """Queue up to 1000 failed events again, oldest first; call again while ``remaining`` is above zero."""
     with unit_of_work() as session:
         ids = inbox.claim_failed_for_replay(session, limit=REPLAY_ALL_LIMIT)
-    unsent = get_publisher().publish(ids)
+    unsent = publisher().publish(ids)
     with unit_of_work() as session:
         if unsent:
             inbox.mark_received(session, unsent)
