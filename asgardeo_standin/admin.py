@@ -52,16 +52,20 @@ def create_blueprint(standin: Standin) -> Blueprint:
         if "username" not in fields:
             raise DirectoryError("username is required")
         user = directory.create_user(
-            password=data.get("password"), disabled=bool(data.get("disabled")), locked=bool(data.get("locked")),
-            user_id=data.get("id"), **fields,
+            password=data.get("password"),
+            disabled=bool(data.get("disabled")),
+            locked=bool(data.get("locked")),
+            user_id=data.get("id"),
+            **fields,
         )
         return jsonify(user_resource(user, standin.base_url)), 201
 
     @bp.patch("/users/<user_id>")
     def update_user(user_id: str) -> Response:
         data = body()
-        directory.update_profile(user_id, {k: data[k] for k in PROFILE_FIELDS if k in data},
-                                 password=data.get("password"))
+        directory.update_profile(
+            user_id, {k: data[k] for k in PROFILE_FIELDS if k in data}, password=data.get("password")
+        )
         return resource(user_id)
 
     @bp.post("/users/<user_id>/<action>")
@@ -91,10 +95,12 @@ def create_blueprint(standin: Standin) -> Blueprint:
 
     @bp.get("/dump")
     def dump() -> Response:
-        return jsonify({
-            "users": [user_resource(u, standin.base_url) for u in directory.all_users()],
-            "deleted": directory.deleted_ids(),
-        })
+        return jsonify(
+            {
+                "users": [user_resource(u, standin.base_url) for u in directory.all_users()],
+                "deleted": directory.deleted_ids(),
+            }
+        )
 
     @bp.put("/chaos")
     def set_chaos() -> Response:

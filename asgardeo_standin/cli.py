@@ -109,8 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(args)
     admin = StandinAdmin(args.url)
-    profile = {k: v for k, v in vars(args).items()
-               if k in ("email", "given_name", "family_name", "username", "groups") and v is not None}
+    profile = {
+        k: v
+        for k, v in vars(args).items()
+        if k in ("email", "given_name", "family_name", "username", "groups") and v is not None
+    }
     results = {
         "seed": lambda: admin.seed(int(args.count), args.prefix or "user"),
         "create-user": lambda: admin.create_user(args.username, args.password, **profile),

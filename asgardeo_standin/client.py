@@ -23,8 +23,9 @@ class StandinAdmin:
         self.session = requests.Session()
 
     def _call(self, method: str, path: str, json: Any = None, timeout: float | None = None) -> Any:
-        response = self.session.request(method, f"{self.root_url}/_standin{path}", json=json,
-                                        timeout=timeout or self.timeout)
+        response = self.session.request(
+            method, f"{self.root_url}/_standin{path}", json=json, timeout=timeout or self.timeout
+        )
         response.raise_for_status()
         return response.json() if response.content else None
 
@@ -38,8 +39,7 @@ class StandinAdmin:
 
         Returns the SCIM resource.
         """
-        result: dict[str, Any] = self._call("POST", "/users", {"username": username, "password": password,
-                                                                **fields})
+        result: dict[str, Any] = self._call("POST", "/users", {"username": username, "password": password, **fields})
         return result
 
     def update_user(self, user_id: str, **fields: Any) -> dict[str, Any]:
@@ -79,12 +79,25 @@ class StandinAdmin:
         result: dict[str, Any] = self._call("GET", "/dump", timeout=300)
         return result
 
-    def set_chaos(self, seed: int = 0, drop_rate: float = 0.0, duplicate_rate: float = 0.0,
-                  delay_ms_max: int = 0, reorder_rate: float = 0.0) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("PUT", "/chaos", {
-            "seed": seed, "drop_rate": drop_rate, "duplicate_rate": duplicate_rate,
-            "delay_ms_max": delay_ms_max, "reorder_rate": reorder_rate,
-        })
+    def set_chaos(
+        self,
+        seed: int = 0,
+        drop_rate: float = 0.0,
+        duplicate_rate: float = 0.0,
+        delay_ms_max: int = 0,
+        reorder_rate: float = 0.0,
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "PUT",
+            "/chaos",
+            {
+                "seed": seed,
+                "drop_rate": drop_rate,
+                "duplicate_rate": duplicate_rate,
+                "delay_ms_max": delay_ms_max,
+                "reorder_rate": reorder_rate,
+            },
+        )
         return result
 
     def set_webhook(self, url: str | None, secret: str | None = None, wait_verified: float = 0.0) -> dict[str, Any]:

@@ -34,10 +34,50 @@ EVENT_URI = "https://schemas.identity.wso2.org/events/{channel}/event-type/{name
 CHANNEL_URI = "https://schemas.identity.wso2.org/events/{channel}"
 CHANNELS = ("user", "registration")
 _NAMESPACE = uuid.UUID("5f0c6b8e-9d1e-4b7a-8f00-5ea7de0a5a00")
-_GIVEN = ("Ada", "Ben", "Chloe", "Dev", "Elif", "Farid", "Grace", "Hiro", "Ines", "Jon",
-          "Kemi", "Liam", "Mei", "Nia", "Omar", "Priya", "Quinn", "Rosa", "Sven", "Tara")
-_FAMILY = ("Abara", "Berg", "Costa", "Dube", "Eriksen", "Fong", "Garcia", "Haddad", "Ito", "Jensen",
-           "Kowalski", "Lopez", "Moreau", "Nakamura", "Okafor", "Patel", "Quist", "Rossi", "Silva", "Tan")
+_GIVEN = (
+    "Ada",
+    "Ben",
+    "Chloe",
+    "Dev",
+    "Elif",
+    "Farid",
+    "Grace",
+    "Hiro",
+    "Ines",
+    "Jon",
+    "Kemi",
+    "Liam",
+    "Mei",
+    "Nia",
+    "Omar",
+    "Priya",
+    "Quinn",
+    "Rosa",
+    "Sven",
+    "Tara",
+)
+_FAMILY = (
+    "Abara",
+    "Berg",
+    "Costa",
+    "Dube",
+    "Eriksen",
+    "Fong",
+    "Garcia",
+    "Haddad",
+    "Ito",
+    "Jensen",
+    "Kowalski",
+    "Lopez",
+    "Moreau",
+    "Nakamura",
+    "Okafor",
+    "Patel",
+    "Quist",
+    "Rossi",
+    "Silva",
+    "Tan",
+)
 _DEPARTMENTS = ("Engineering", "Sales", "Support", "Finance")
 
 
@@ -224,8 +264,11 @@ class Directory:
                 last_modified_ms=stamp,
             )
             self._insert(user)
-            self._emit(Change(user, (("user", "userCreated"), ("registration", "registrationSuccess")),
-                              stamp, action="REGISTER"))
+            self._emit(
+                Change(
+                    user, (("user", "userCreated"), ("registration", "registrationSuccess")), stamp, action="REGISTER"
+                )
+            )
             return user
 
     def seed(self, count: int, prefix: str = "user") -> dict[str, int]:
@@ -258,8 +301,14 @@ class Directory:
                 )
                 self._insert(user)
                 if self._listeners:
-                    self._emit(Change(user, (("user", "userCreated"), ("registration", "registrationSuccess")),
-                                      stamp, action="REGISTER"))
+                    self._emit(
+                        Change(
+                            user,
+                            (("user", "userCreated"), ("registration", "registrationSuccess")),
+                            stamp,
+                            action="REGISTER",
+                        )
+                    )
                 created += 1
         return {"created": created, "skipped": skipped}
 
@@ -398,11 +447,13 @@ def build_payloads(change: Change, root_url: str, org: str, initiator_ip: str = 
         }
         if change.action:
             event["action"] = change.action
-        bodies.append({
-            "iss": f"{root_url}/t/{org}",
-            "jti": str(uuid.uuid4()),
-            "iat": change.iat_ms,
-            "rci": change.rci,
-            "events": {EVENT_URI.format(channel=channel, name=name): event},
-        })
+        bodies.append(
+            {
+                "iss": f"{root_url}/t/{org}",
+                "jti": str(uuid.uuid4()),
+                "iat": change.iat_ms,
+                "rci": change.rci,
+                "events": {EVENT_URI.format(channel=channel, name=name): event},
+            }
+        )
     return bodies

@@ -305,8 +305,13 @@ class OidcProvider:
 
             def get_client_claims(self, client: Client) -> dict[str, Any]:
                 now = int(time.time())
-                return {"iss": provider.issuer, "aud": [client.client_id], "azp": client.client_id,
-                        "iat": now, "exp": now + provider.config.id_token_ttl}
+                return {
+                    "iss": provider.issuer,
+                    "aud": [client.client_id],
+                    "azp": client.client_id,
+                    "iat": now,
+                    "exp": now + provider.config.id_token_ttl,
+                }
 
             def generate_user_info(self, subject: Subject, scope: str) -> UserInfo:
                 return UserInfo({**user_claims(subject.user, scope, provider.config.org), "sid": subject.sid})
@@ -324,19 +329,21 @@ class OidcProvider:
             def save_authorization_code(self, code: str, request: Any) -> None:
                 data = request.payload.data
                 subject: Subject = request.user
-                provider._store_code(AuthCode(
-                    code=code,
-                    client_id=request.client.client_id,
-                    redirect_uri=request.payload.redirect_uri,
-                    scope=request.payload.scope or "",
-                    user_id=subject.user.id,
-                    sid=subject.sid,
-                    nonce=data.get("nonce"),
-                    code_challenge=data.get("code_challenge"),
-                    code_challenge_method=data.get("code_challenge_method"),
-                    auth_time=int(time.time()),
-                    expires_at=time.time() + 300,
-                ))
+                provider._store_code(
+                    AuthCode(
+                        code=code,
+                        client_id=request.client.client_id,
+                        redirect_uri=request.payload.redirect_uri,
+                        scope=request.payload.scope or "",
+                        user_id=subject.user.id,
+                        sid=subject.sid,
+                        nonce=data.get("nonce"),
+                        code_challenge=data.get("code_challenge"),
+                        code_challenge_method=data.get("code_challenge_method"),
+                        auth_time=int(time.time()),
+                        expires_at=time.time() + 300,
+                    )
+                )
 
             def query_authorization_code(self, code: str, client: Client) -> AuthCode | None:
                 return provider._find_code(code, client)
@@ -387,8 +394,9 @@ class OidcProvider:
                 # Our ID tokens carry ``aud`` as a list; ``azp`` names the client unambiguously.
                 return provider.clients.get(str(id_token_claims.get("azp", "")))
 
-            def is_post_logout_redirect_uri_legitimate(self, request: Any, uri: str, client: Any,
-                                                       logout_hint: str | None) -> bool:
+            def is_post_logout_redirect_uri_legitimate(
+                self, request: Any, uri: str, client: Any, logout_hint: str | None
+            ) -> bool:
                 # Asgardeo accepts client_id + a registered post_logout_redirect_uri without id_token_hint.
                 return client is not None
 
@@ -511,8 +519,14 @@ class OidcProvider:
     def logout_token(self, client: Client, user_id: str, sid: str) -> str:
         now = int(time.time())
         claims = {
-            "iss": self.issuer, "aud": client.client_id, "iat": now, "exp": now + 120,
-            "jti": str(uuid.uuid4()), "sid": sid, "sub": user_id, "events": {BACKCHANNEL_EVENT: {}},
+            "iss": self.issuer,
+            "aud": client.client_id,
+            "iat": now,
+            "exp": now + 120,
+            "jti": str(uuid.uuid4()),
+            "sid": sid,
+            "sub": user_id,
+            "events": {BACKCHANNEL_EVENT: {}},
         }
         return self.keys.sign(claims, typ="logout+jwt")
 
@@ -520,7 +534,8 @@ class OidcProvider:
         assert client.backchannel_logout_uri
         try:
             response = requests.post(
-                client.backchannel_logout_uri, data={"logout_token": self.logout_token(client, user_id, sid)},
+                client.backchannel_logout_uri,
+                data={"logout_token": self.logout_token(client, user_id, sid)},
                 timeout=5,
             )
             ok = response.status_code < 300
@@ -549,25 +564,38 @@ def create_blueprint(provider: OidcProvider) -> Blueprint:
     @bp.get("/oauth2/oidcdiscovery/.well-known/openid-configuration")
     def discovery() -> Response:
         base = provider.base_url
-        return jsonify({
-            "issuer": provider.issuer,
-            "authorization_endpoint": f"{base}/oauth2/authorize",
-            "token_endpoint": f"{base}/oauth2/token",
-            "jwks_uri": f"{base}/oauth2/jwks",
-            "userinfo_endpoint": f"{base}/oauth2/userinfo",
-            "end_session_endpoint": f"{base}/oidc/logout",
-            "response_types_supported": ["code"],
-            "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
-            "subject_types_supported": ["public"],
-            "scopes_supported": [*WEB_SCOPES, *M2M_SCOPES],
-            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-            "claims_supported": ["sub", "email", "email_verified", "given_name", "family_name", "username",
-                                 "groups", "sid", "org_id", "org_name", "org_handle"],
-            "backchannel_logout_supported": True,
-            "backchannel_logout_session_supported": True,
-            "code_challenge_methods_supported": ["S256"],
-            "id_token_signing_alg_values_supported": ["RS256"],
-        })
+        return jsonify(
+            {
+                "issuer": provider.issuer,
+                "authorization_endpoint": f"{base}/oauth2/authorize",
+                "token_endpoint": f"{base}/oauth2/token",
+                "jwks_uri": f"{base}/oauth2/jwks",
+                "userinfo_endpoint": f"{base}/oauth2/userinfo",
+                "end_session_endpoint": f"{base}/oidc/logout",
+                "response_types_supported": ["code"],
+                "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+                "subject_types_supported": ["public"],
+                "scopes_supported": [*WEB_SCOPES, *M2M_SCOPES],
+                "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+                "claims_supported": [
+                    "sub",
+                    "email",
+                    "email_verified",
+                    "given_name",
+                    "family_name",
+                    "username",
+                    "groups",
+                    "sid",
+                    "org_id",
+                    "org_name",
+                    "org_handle",
+                ],
+                "backchannel_logout_supported": True,
+                "backchannel_logout_session_supported": True,
+                "code_challenge_methods_supported": ["S256"],
+                "id_token_signing_alg_values_supported": ["RS256"],
+            }
+        )
 
     @bp.route("/oauth2/authorize", methods=["GET", "POST"])
     def authorize() -> Any:
@@ -581,13 +609,22 @@ def create_blueprint(provider: OidcProvider) -> Blueprint:
             if subject is not None and request.args.get("prompt") != "login":
                 provider._store_session_client(subject.sid, grant.client.client_id)
                 return server.create_authorization_response(grant=grant, grant_user=subject)
-            return render_template("login.html", org=provider.config.org, client_id=grant.client.client_id,
-                                   action=request.full_path, error=None)
+            return render_template(
+                "login.html",
+                org=provider.config.org,
+                client_id=grant.client.client_id,
+                action=request.full_path,
+                error=None,
+            )
         user = provider.directory.authenticate(request.form.get("username", ""), request.form.get("password", ""))
         if user is None:
-            return render_template("login.html", org=provider.config.org, client_id=grant.client.client_id,
-                                   action=request.full_path, error="Login failed! Please check your username "
-                                   "and password and try again."), 401
+            return render_template(
+                "login.html",
+                org=provider.config.org,
+                client_id=grant.client.client_id,
+                action=request.full_path,
+                error="Login failed! Please check your username and password and try again.",
+            ), 401
         subject = provider.open_session(user)
         session["sid"] = subject.sid
         return server.create_authorization_response(grant=grant, grant_user=subject)
@@ -613,7 +650,8 @@ def create_blueprint(provider: OidcProvider) -> Blueprint:
         response = server.create_endpoint_response("end_session")
         if response is not None:
             return response
-        return render_template("login.html", org=provider.config.org, client_id=None, action=None,
-                               error=None, signed_out=True)
+        return render_template(
+            "login.html", org=provider.config.org, client_id=None, action=None, error=None, signed_out=True
+        )
 
     return bp

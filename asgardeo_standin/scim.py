@@ -153,8 +153,14 @@ def _values(user: UserRecord, attr: str, sub: str | None, uri: str | None) -> li
 def _compare(op: str, actual: Any, expected: Any) -> bool:
     a, e = str(actual).lower(), str(expected).lower()
     checks: dict[str, Callable[[], bool]] = {
-        "eq": lambda: a == e, "ne": lambda: a != e, "co": lambda: e in a, "sw": lambda: a.startswith(e),
-        "ew": lambda: a.endswith(e), "gt": lambda: a > e, "ge": lambda: a >= e, "lt": lambda: a < e,
+        "eq": lambda: a == e,
+        "ne": lambda: a != e,
+        "co": lambda: e in a,
+        "sw": lambda: a.startswith(e),
+        "ew": lambda: a.endswith(e),
+        "gt": lambda: a > e,
+        "ge": lambda: a >= e,
+        "lt": lambda: a < e,
         "le": lambda: a <= e,
     }
     return checks[op]()
@@ -187,8 +193,12 @@ def compile_filter(text: str) -> Callable[[UserRecord], bool]:
 def _username_eq(text: str) -> str | None:
     """The value of a plain ``userName eq "..."`` filter: answered from the index, not a scan."""
     ast = ScimFilter(text).ast
-    if isinstance(ast, Comparison) and ast.attr_path.attr.lower() == "username" and not ast.attr_path.sub_attr \
-            and str(ast.op.value) == "eq":
+    if (
+        isinstance(ast, Comparison)
+        and ast.attr_path.attr.lower() == "username"
+        and not ast.attr_path.sub_attr
+        and str(ast.op.value) == "eq"
+    ):
         return str(ast.value).removeprefix(f"{USER_STORE}/")
     return None
 
@@ -229,8 +239,7 @@ def create_blueprint(directory: Directory, provider: OidcProvider) -> Blueprint:
         return provider.base_url
 
     def respond(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-        return Response(json.dumps(body, separators=(",", ":")), status=status, mimetype=SCIM_JSON,
-                        headers=headers)
+        return Response(json.dumps(body, separators=(",", ":")), status=status, mimetype=SCIM_JSON, headers=headers)
 
     def error(status: int, detail: str, scim_type: str | None = None) -> Response:
         body = Error(status=status, detail=detail, scim_type=scim_type).model_dump(scim_ctx=Context.DEFAULT)
@@ -318,8 +327,9 @@ def create_blueprint(directory: Directory, provider: OidcProvider) -> Blueprint:
         location = f"{base()}/scim2/Users/{user.id}"
         return respond(body, status, {"Location": location})
 
-    def apply(user: UserRecord, fields: dict[str, Any], disabled: bool | None, locked: bool | None,
-              password: str | None) -> UserRecord:
+    def apply(
+        user: UserRecord, fields: dict[str, Any], disabled: bool | None, locked: bool | None, password: str | None
+    ) -> UserRecord:
         user = directory.update_profile(user.id, fields, password=password)
         if disabled is not None:
             user = directory.set_disabled(user.id, disabled)
@@ -338,8 +348,11 @@ def create_blueprint(directory: Directory, provider: OidcProvider) -> Blueprint:
         search: SearchRequest[Any] = SearchRequest.model_validate(
             request.get_json(force=True), scim_ctx=Context.SEARCH_REQUEST
         )
-        return listing(search.start_index or 1, search.count if search.count is not None else MAX_COUNT,
-                       str(search.filter) if search.filter else None)
+        return listing(
+            search.start_index or 1,
+            search.count if search.count is not None else MAX_COUNT,
+            str(search.filter) if search.filter else None,
+        )
 
     @bp.get("/Users/<user_id>")
     @guarded("internal_user_mgt_view")
@@ -358,8 +371,7 @@ def create_blueprint(directory: Directory, provider: OidcProvider) -> Blueprint:
     @guarded("internal_user_mgt_update")
     def replace_user(user_id: str) -> Response:
         user = directory.get(user_id)
-        resource = ScimUser.model_validate(request.get_json(force=True),
-                                          scim_ctx=Context.RESOURCE_REPLACEMENT_REQUEST)
+        resource = ScimUser.model_validate(request.get_json(force=True), scim_ctx=Context.RESOURCE_REPLACEMENT_REQUEST)
         fields, disabled, locked, password = fields_from_model(resource)
         return one(apply(user, fields, disabled, locked, password))
 
@@ -368,8 +380,9 @@ def create_blueprint(directory: Directory, provider: OidcProvider) -> Blueprint:
     def patch_user(user_id: str) -> Response:
         user = directory.get(user_id)
         current = ScimUser.model_validate(user_resource(user, base()), scim_ctx=Context.RESOURCE_QUERY_RESPONSE)
-        operation = PatchOp[ScimUser].model_validate(request.get_json(force=True),
-                                                     scim_ctx=Context.RESOURCE_PATCH_REQUEST)
+        operation = PatchOp[ScimUser].model_validate(
+            request.get_json(force=True), scim_ctx=Context.RESOURCE_PATCH_REQUEST
+        )
         operation.patch(current)
         fields, disabled, locked, password = fields_from_model(current)
         return one(apply(user, fields, disabled, locked, password))
@@ -382,24 +395,35 @@ def create_blueprint(directory: Directory, provider: OidcProvider) -> Blueprint:
 
     @bp.get("/ServiceProviderConfig")
     def service_provider_config() -> Response:
-        config = ServiceProviderConfig.model_validate({
-            "documentationUri": "https://wso2.com/asgardeo/docs/apis/scim2/",
-            "patch": {"supported": True},
-            "bulk": {"supported": False, "maxOperations": 0, "maxPayloadSize": 0},
-            "filter": {"supported": True, "maxResults": MAX_COUNT},
-            "changePassword": {"supported": True},
-            "sort": {"supported": False},
-            "etag": {"supported": False},
-            "authenticationSchemes": [{"type": "oauthbearertoken", "name": "OAuth Bearer Token",
-                                       "description": "Client credentials token from /oauth2/token",
-                                       "primary": True}],
-            "meta": {"resourceType": "ServiceProviderConfig", "location": f"{base()}/scim2/ServiceProviderConfig"},
-        })
+        config = ServiceProviderConfig.model_validate(
+            {
+                "documentationUri": "https://wso2.com/asgardeo/docs/apis/scim2/",
+                "patch": {"supported": True},
+                "bulk": {"supported": False, "maxOperations": 0, "maxPayloadSize": 0},
+                "filter": {"supported": True, "maxResults": MAX_COUNT},
+                "changePassword": {"supported": True},
+                "sort": {"supported": False},
+                "etag": {"supported": False},
+                "authenticationSchemes": [
+                    {
+                        "type": "oauthbearertoken",
+                        "name": "OAuth Bearer Token",
+                        "description": "Client credentials token from /oauth2/token",
+                        "primary": True,
+                    }
+                ],
+                "meta": {"resourceType": "ServiceProviderConfig", "location": f"{base()}/scim2/ServiceProviderConfig"},
+            }
+        )
         return respond(config.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE))
 
     def resource_type() -> dict[str, Any]:
         rt = ResourceType(
-            id="User", name="User", endpoint="/Users", description="User Account", schema_=URN(CORE_SCHEMA),
+            id="User",
+            name="User",
+            endpoint="/Users",
+            description="User Account",
+            schema_=URN(CORE_SCHEMA),
             schema_extensions=[SchemaExtension(schema_=URN(WSO2_SCHEMA), required=False)],
         )
         body = rt.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE)
@@ -415,8 +439,13 @@ def create_blueprint(directory: Directory, provider: OidcProvider) -> Blueprint:
         return out
 
     def list_of(items: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"], "totalResults": len(items),
-                "startIndex": 1, "itemsPerPage": len(items), "Resources": items}
+        return {
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+            "totalResults": len(items),
+            "startIndex": 1,
+            "itemsPerPage": len(items),
+            "Resources": items,
+        }
 
     @bp.get("/ResourceTypes")
     def resource_types() -> Response:

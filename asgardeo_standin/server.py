@@ -25,10 +25,20 @@ from .webhooks import WebhookPublisher
 log = logging.getLogger(__name__)
 
 DEMO_USERS = (
-    {"username": "admin@example.com", "password": "Admin#2024", "given_name": "Alex", "family_name": "Admin",
-     "groups": ["Admins", "Employees"]},
-    {"username": "employee@example.com", "password": "Employee#2024", "given_name": "Erin",
-     "family_name": "Employee", "groups": ["Employees"]},
+    {
+        "username": "admin@example.com",
+        "password": "Admin#2024",
+        "given_name": "Alex",
+        "family_name": "Admin",
+        "groups": ["Admins", "Employees"],
+    },
+    {
+        "username": "employee@example.com",
+        "password": "Employee#2024",
+        "given_name": "Erin",
+        "family_name": "Employee",
+        "groups": ["Employees"],
+    },
 )
 
 
@@ -104,8 +114,13 @@ def create_app(standin: Standin) -> Flask:
         if standin.limiter.allow(request.remote_addr or "unknown"):
             return None
         if "/scim2/" in request.path:
-            return jsonify({"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "status": "429",
-                            "detail": "Too many requests"}), 429
+            return jsonify(
+                {
+                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+                    "status": "429",
+                    "detail": "Too many requests",
+                }
+            ), 429
         return jsonify({"error": "too_many_requests", "error_description": "Rate limit exceeded"}), 429
 
     @app.after_request
@@ -178,8 +193,9 @@ class StandinHandle:
     def __enter__(self) -> StandinHandle:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 
