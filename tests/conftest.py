@@ -7,6 +7,7 @@ the Celery configuration are read at import time exactly as in production.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from tests.services import ServiceUnavailable, TestServices
@@ -93,8 +95,18 @@ def clean_db() -> Iterator[None]:
     from models.db import get_engine
 
     yield
-    with get_engine().begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+    # A worker thread may still be finishing a task that touches these tables (a login follow-up, say); its row
+    # locks can deadlock with TRUNCATE's table locks. Postgres picks a victim; when it is us, try again.
+    for attempt in range(10):
+        try:
+            with get_engine().begin() as conn:
+                conn.execute(text("SET LOCAL lock_timeout = '3s'"))
+                conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+            return
+        except OperationalError:
+            if attempt == 9:
+                raise
+            time.sleep(0.2)
 
 
 @pytest.fixture

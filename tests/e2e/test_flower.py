@@ -18,8 +18,9 @@ from localrun.procfile import read_procfile
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def flower(tmp_path: Path) -> Iterator[str]:
+@pytest.fixture(scope="module")
+def flower(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    tmp_path = tmp_path_factory.mktemp("flower")
     port = free_port()
     env = {
         **os.environ,
