@@ -65,7 +65,7 @@ def list_users() -> Response:
         users = list(session.execute(statement).scalars())
         items = [user_json(u) for u in users[:limit]]
     next_after = items[-1]["id"] if len(users) > limit else None
-    return jsonify(items=items, next_after_id=next_after)
+    return jsonify(users=items, next_after_id=next_after)
 
 
 @bp.get("/users/<int:user_id>")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, render_template, request
+from flask import Blueprint, Response, jsonify, render_template
 from sqlalchemy import func, select
 
 from models import inbox
@@ -13,6 +13,7 @@ from models.db import SessionFactory, get_engine, unit_of_work
 from models.tables import EVENT_STATUSES, User, UserChange, WebhookEvent
 from web.access import current_user, require_role
 from web.errors import APIError
+from web.validate import choice_arg, int_arg, optional_int_arg, text_arg
 from web.webhooks import publisher
 
 bp = Blueprint("admin_events", __name__, url_prefix="/admin")
@@ -22,24 +23,6 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 REPLAY_ALL_LIMIT = 1000
 LIVE_PAGE_USERS = 500
-
-
-def _int_arg(name: str, *, default: int | None, low: int, high: int) -> int | None:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    if not raw.isdigit() or len(raw) > 18 or not low <= int(raw) <= high:
-        raise APIError(400, f"invalid_{name}", f"{name} must be an integer from {low} to {high}.")
-    return int(raw)
-
-
-def _text_arg(name: str, max_length: int) -> str | None:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return None
-    if len(raw) > max_length:
-        raise APIError(400, f"invalid_{name}", f"{name} is longer than {max_length} characters.")
-    return raw
 
 
 def event_summary(row: WebhookEvent) -> dict[str, Any]:
@@ -62,13 +45,11 @@ def event_summary(row: WebhookEvent) -> dict[str, Any]:
 @require_role("admin")
 def list_events() -> Response:
     """Newest first; filter by ``status``, ``type``, ``user_id``; page with ``before_id`` (``next_before_id``)."""
-    status = _text_arg("status", 16)
-    if status is not None and status not in EVENT_STATUSES:
-        raise APIError(400, "invalid_status", f"status must be one of {', '.join(EVENT_STATUSES)}.")
-    event_type = _text_arg("type", 64)
-    user_id = _text_arg("user_id", 64)
-    limit = _int_arg("limit", default=DEFAULT_LIMIT, low=1, high=MAX_LIMIT) or DEFAULT_LIMIT
-    before_id = _int_arg("before_id", default=None, low=1, high=2**62)
+    status = choice_arg("status", EVENT_STATUSES)
+    event_type = text_arg("type", max_length=64)
+    user_id = text_arg("user_id", max_length=64)
+    limit = int_arg("limit", DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
+    before_id = optional_int_arg("before_id")
     get_engine()
     with SessionFactory() as session:
         rows = inbox.list_events(

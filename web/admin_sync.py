@@ -2,7 +2,7 @@
 
 - ``POST /admin/sync`` without a body starts a full run: 202 with its id, or 409 naming the run already running.
 - ``POST /admin/sync`` with ``{"user_id": "..."}`` syncs one user: 202 with the run id.
-- ``GET /admin/sync/runs?limit=&before=&kind=`` lists runs newest first; ``GET /admin/sync/runs/<id>`` shows one.
+- ``GET /admin/sync/runs?limit=&before_id=&kind=`` lists runs newest first; ``GET /admin/sync/runs/<id>`` shows one.
 - ``flask sync run [--user ID]`` runs the same work in the foreground with a progress bar.
 
 All routes need the ``admin`` role. The work itself runs in Celery (``reconcile.run``, ``users.sync``); the row is
@@ -30,12 +30,14 @@ from models.runs import (
     start_full_run,
     start_user_run,
 )
+from models.tables import RUN_KINDS
 from tasks.app import app as celery_app
 from tasks.reconcile import reconcile_all
 from tasks.scim import valid_id
 from tasks.users import SyncPending, sync_user
 from web.access import current_user, require_role
 from web.errors import APIError
+from web.validate import choice_arg, int_arg, optional_int_arg
 
 bp = Blueprint("admin_sync", __name__, url_prefix="/admin/sync", cli_group="sync")
 log = logging.getLogger(__name__)
@@ -117,32 +119,18 @@ def start_sync() -> tuple[Response, int] | tuple[Response, int, dict[str, str]]:
     return _accepted(run_id, "user")
 
 
-def _int_arg(name: str, default: int | None, low: int, high: int) -> int | None:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    if not raw.isdigit() or len(raw) > 18:
-        raise APIError(400, "invalid_query", f"{name} must be a positive integer.")
-    value = int(raw)
-    if not low <= value <= high:
-        raise APIError(400, "invalid_query", f"{name} must be between {low} and {high}.")
-    return value
-
-
 @bp.get("/runs")
 @require_role("admin")
 def runs() -> Response:
-    limit = _int_arg("limit", DEFAULT_LIMIT, 1, MAX_LIMIT) or DEFAULT_LIMIT
-    before = _int_arg("before", None, 1, 2**63 - 1)
-    kind = request.args.get("kind") or None
-    if kind not in (None, "full", "user"):
-        raise APIError(400, "invalid_query", "kind must be full or user.")
+    limit = int_arg("limit", DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
+    before = optional_int_arg("before_id")
+    kind = choice_arg("kind", RUN_KINDS)
     get_engine()
     with SessionFactory() as session:
         rows = list_runs(session, limit=limit + 1, before_id=before, kind=kind)
     page = [run_as_dict(r) for r in rows[:limit]]
     next_before = page[-1]["id"] if len(rows) > limit else None
-    return jsonify(runs=page, next_before=next_before)
+    return jsonify(runs=page, next_before_id=next_before)
 
 
 @bp.get("/runs/<int:run_id>")

@@ -151,21 +151,25 @@ def test_run_history_pages_newest_first(client: FlaskClient, admin_headers: dict
             ids.append(run.id)
     first = client.get("/admin/sync/runs?limit=2", headers=admin_headers).get_json()
     assert [r["id"] for r in first["runs"]] == ids[::-1][:2]
-    second = client.get(f"/admin/sync/runs?limit=2&before={first['next_before']}", headers=admin_headers).get_json()
+    second = client.get(
+        f"/admin/sync/runs?limit=2&before_id={first['next_before_id']}", headers=admin_headers
+    ).get_json()
     assert [r["id"] for r in second["runs"]] == ids[::-1][2:4]
-    last = client.get(f"/admin/sync/runs?limit=2&before={second['next_before']}", headers=admin_headers).get_json()
-    assert ([r["id"] for r in last["runs"]], last["next_before"]) == ([ids[0]], None)
+    last = client.get(
+        f"/admin/sync/runs?limit=2&before_id={second['next_before_id']}", headers=admin_headers
+    ).get_json()
+    assert ([r["id"] for r in last["runs"]], last["next_before_id"]) == ([ids[0]], None)
     only_full = client.get("/admin/sync/runs?kind=full", headers=admin_headers).get_json()
     assert only_full["runs"] == []
 
 
 @pytest.mark.parametrize(
-    "query", ["limit=0", "limit=101", "limit=-1", "limit=abc", "before=x", "kind=weird", "limit=" + "9" * 40]
+    "query", ["limit=0", "limit=101", "limit=-1", "limit=abc", "before_id=x", "kind=weird", "limit=" + "9" * 40]
 )
 def test_bad_history_queries_are_400(client: FlaskClient, admin_headers: dict[str, str], query: str) -> None:
     response = client.get(f"/admin/sync/runs?{query}", headers=admin_headers)
     assert response.status_code == 400
-    assert response.get_json()["error"] == "invalid_query"
+    assert response.get_json()["error"] == "invalid_parameter"
 
 
 @pytest.mark.parametrize("path", ["/admin/sync/runs/999999", "/admin/sync/runs/abc", "/admin/sync/runs/" + "9" * 30])

@@ -29,7 +29,7 @@ def test_list_pages_by_keyset_without_gaps_or_repeats(client: FlaskClient, admin
     while True:
         url = "/admin/users?limit=3" + (f"&after_id={after}" if after else "")
         body = client.get(url, headers=admin_headers).json
-        seen += [item["id"] for item in body["items"]]
+        seen += [item["id"] for item in body["users"]]
         after = body["next_after_id"]
         if after is None:
             break
@@ -42,9 +42,9 @@ def test_search_matches_email_and_treats_wildcards_literally(
 ) -> None:
     wanted = _seed(email="grace.hopper@navy.example", first_name="Grace", last_name="Hopper")
     _seed(email="someone@else.example")
-    by_email = client.get("/admin/users?q=hopper@navy", headers=admin_headers).json["items"]
-    by_name = client.get("/admin/users?q=Grace Hopper", headers=admin_headers).json["items"]
-    wildcard = client.get("/admin/users?q=%25", headers=admin_headers).json["items"]
+    by_email = client.get("/admin/users?q=hopper@navy", headers=admin_headers).json["users"]
+    by_name = client.get("/admin/users?q=Grace Hopper", headers=admin_headers).json["users"]
+    wildcard = client.get("/admin/users?q=%25", headers=admin_headers).json["users"]
     assert [u["id"] for u in by_email] == [wanted]
     assert [u["id"] for u in by_name] == [wanted]
     assert wildcard == []
