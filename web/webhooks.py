@@ -21,6 +21,7 @@ from sqlalchemy import exc as sa_exc
 from models import inbox
 from models.db import get_engine
 from models.settings import Settings
+from tasks import metrics
 from tasks.events import ApplyPublisher, get_publisher
 from web.errors import APIError
 
@@ -115,15 +116,20 @@ def parse_delivery(body: bytes, settings: Settings, now_ms: int) -> inbox.Envelo
 def receive() -> tuple[Response, int]:
     """Verify, store, commit, enqueue; see the module docstring for every answer."""
     settings = _settings()
-    body = read_limited_body(settings.webhook_max_body_bytes)
-    verify_signature(body, settings)
-    envelope = parse_delivery(body, settings, int(time.time() * 1000))
+    try:
+        body = read_limited_body(settings.webhook_max_body_bytes)
+        verify_signature(body, settings)
+        envelope = parse_delivery(body, settings, int(time.time() * 1000))
+    except APIError as exc:
+        metrics.inc("webhooks_rejected", reason=exc.error)
+        raise
     extra = {"jti": envelope.jti, "event_type": envelope.event_type, "user_id": envelope.asgardeo_user_id}
     try:
         with get_engine().begin() as conn:
             event_id = inbox.insert_event(conn, envelope, body.decode())
     except sa_exc.DataError:
         # Valid JSON that Postgres's jsonb refuses (a \u0000 in a string).
+        metrics.inc("webhooks_rejected", reason="invalid_envelope")
         raise APIError(400, "invalid_envelope", "The body holds characters that cannot be stored.") from None
     except DB_UNAVAILABLE as exc:
         log.warning("inbox unavailable; asking the sender to retry", extra={**extra, "error": type(exc).__name__})
@@ -132,7 +138,9 @@ def receive() -> tuple[Response, int]:
         ) from None
     if event_id is None:
         log.info("duplicate delivery", extra=extra)
+        metrics.inc("webhooks_duplicate")
         return jsonify(status="duplicate", jti=envelope.jti), 200
+    metrics.inc("webhooks_received")
     unsent = publisher().publish([event_id])
     if unsent:
         _leave_for_relay(event_id, extra)
