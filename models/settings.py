@@ -90,6 +90,7 @@ class Settings(BaseSettings):
 
     flower_basic_auth: SecretStr | None = None
     flower_url: str = "http://127.0.0.1:5555"
+    metrics_token: SecretStr | None = None
 
     @field_validator("bootstrap_admin_emails", "group_role_map", "webhook_secrets", mode="before")
     @classmethod

@@ -9,9 +9,11 @@ from celery import Celery, signals
 from models import logs
 from models.db import dispose_after_fork
 from models.settings import get_settings
+from tasks.flower_guard import guard_flower
 
 app = Celery("asgardeo_sync", include=["tasks.health", "tasks.events", "tasks.login", "tasks.reconcile", "tasks.users"])
 app.config_from_object("celeryconfig")
+guard_flower(get_settings())
 
 
 @signals.setup_logging.connect

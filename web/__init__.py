@@ -6,6 +6,7 @@ Gunicorn serves ``web:create_app()``.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import time
 import uuid
@@ -14,10 +15,25 @@ from flask import Flask, Response, g, request
 
 from models import logs
 from models.settings import Settings, get_settings
-from web import admin, admin_events, admin_sync, auth, cli_users, events, health, oidc, pages, webhooks
+from web import (
+    admin,
+    admin_events,
+    admin_sync,
+    auth,
+    cli_users,
+    events,
+    health,
+    metrics,
+    oidc,
+    openapi,
+    pages,
+    sync_health,
+    webhooks,
+)
 from web.errors import register_error_handlers
 
 log = logging.getLogger(__name__)
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -39,7 +55,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_error_handlers(app)
     oidc.init_app(app, settings)
     app.cli.add_command(cli_users.users)
-    for module in (health, pages, auth, webhooks, admin, admin_events, admin_sync, events):
+    for module in (health, metrics, pages, auth, webhooks, admin, admin_events, admin_sync, events, sync_health, openapi):
         app.register_blueprint(module.bp)
     _install_request_ids(app)
     return app
@@ -51,7 +67,7 @@ def _install_request_ids(app: Flask) -> None:
     @app.before_request
     def _start() -> None:
         incoming = request.headers.get("X-Request-ID", "")
-        request_id = incoming if 0 < len(incoming) <= 64 and incoming.isascii() else uuid.uuid4().hex
+        request_id = incoming if _SAFE_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
         g.request_id = request_id
         g.started = time.perf_counter()
         g.log_token = logs.push(request_id=request_id)
@@ -60,6 +76,11 @@ def _install_request_ids(app: Flask) -> None:
     def _finish(response: Response) -> Response:
         response.headers["X-Request-ID"] = g.get("request_id", "")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        elapsed_ms = round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2)
+        log.info(
+            "request",
+            extra={"method": request.method, "path": request.path, "status": response.status_code, "ms": elapsed_ms},
+        )
         return response
 
     @app.teardown_request
