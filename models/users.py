@@ -264,21 +264,10 @@ def apply_user_patch(
     user.updated_at = datetime.now(UTC)
     session.flush()
     action = _action(inserted, old_status, user.status)
-    audit = UserChange(
-        user_id=user.id,
-        asgardeo_id=asgardeo_id,
-        action=action,
-        changes=diff,
-        source=source,
-        event_jti=event_jti,
-        run_id=run_id,
-        actor=actor,
-    )
-    session.add(audit)
-    session.flush()
+    change = record_change(session, user, action, diff, source=source, actor=actor, event_jti=event_jti, run_id=run_id)
     if action in ("deactivated", "deleted"):
         revoke_user_sessions(session, [user.id], reason="user_deactivated")
-    return Change(audit.id, user.id, asgardeo_id, action, diff)
+    return change
 
 
 def _action(inserted: bool, old_status: str, new_status: str) -> str:

@@ -44,6 +44,7 @@ from web import oidc
 from web.access import current_app_session, current_user, require_login
 from web.errors import error_response, wants_json
 from web.oidc import LoginRejected, ProviderUnavailable
+from web.serialize import own_profile_json
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 log = logging.getLogger(__name__)
@@ -71,21 +72,6 @@ def safe_next(value: str | None) -> str:
     if parts.scheme or parts.netloc:
         return "/"
     return value
-
-
-def user_json(user: User) -> dict[str, Any]:
-    """The public view of a user for ``/auth/me`` and the login answer."""
-    return {
-        "id": user.id,
-        "asgardeo_id": user.asgardeo_id,
-        "username": user.username,
-        "email": user.email,
-        "first_name": user.first_name,
-        "last_name": user.last_name,
-        "role": user.role,
-        "status": user.status,
-        "last_login_at": user.last_login_at.isoformat() if user.last_login_at else None,
-    }
 
 
 @dataclass(frozen=True)
@@ -222,7 +208,7 @@ def callback() -> Response:
     verified = oidc.finish_login(request.args)
     with unit_of_work() as session:
         outcome = complete_login(session, verified.claims, id_token=verified.id_token, settings=settings)
-        body = user_json(outcome.user)
+        body = own_profile_json(outcome.user)
         user_id, session_id = outcome.user.id, outcome.issued.session_id
     publish_changes(outcome.changes)
     _enqueue_followup(user_id, session_id)
@@ -260,7 +246,7 @@ def me() -> Response:
     app_session = current_app_session()
     assert user is not None
     assert app_session is not None
-    response = jsonify(user=user_json(user), session_expires_at=app_session.expires_at.isoformat())
+    response = jsonify(user=own_profile_json(user), session_expires_at=app_session.expires_at.isoformat())
     response.headers["Cache-Control"] = "no-store"
     return response
 

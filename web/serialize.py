@@ -33,6 +33,21 @@ def user_json(user: User) -> dict[str, Any]:
     }
 
 
+def own_profile_json(user: User) -> dict[str, Any]:
+    """What a person sees of themselves (``/auth/me``, the login answer): no sync internals."""
+    return {
+        "id": user.id,
+        "asgardeo_id": user.asgardeo_id,
+        "username": user.username,
+        "email": user.email,
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+        "role": user.role,
+        "status": user.status,
+        "last_login_at": _iso(user.last_login_at),
+    }
+
+
 def change_json(change: UserChange) -> dict[str, Any]:
     return {
         "id": change.id,

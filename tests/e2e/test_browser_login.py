@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,32 +11,10 @@ from tests.integration.auth_support import PASSWORD, new_standin_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("clean_db")]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-quic",
-    "--disable-gpu",
-]
-
 
 @pytest.fixture
-def page() -> Iterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{CHROMIUM} is missing; install Debian's chromium package")
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context()
-            context.set_default_timeout(15_000)
-            yield context.new_page()
-        finally:
-            browser.close()
+def page(browser_context: Any) -> Any:
+    return browser_context.new_page()
 
 
 def test_person_signs_in_sees_profile_and_signs_out(
