@@ -1,0 +1,266 @@
+"""A whole pipeline per test, isolated from the rest of the run: a private Asgardeo stand-in, the web tier under
+gunicorn and a Celery worker, both started from the Procfile on their own Redis key prefix (so the session's
+in-process worker never takes their messages), writing to the run's database.
+
+The stand-in and the reconciliation run in the test process; everything between them is real processes over
+real HTTP, Redis and Postgres.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from localrun.embedded import free_port
+from tests.stack import STACK, WEBHOOK_SECRET
+from tests.worker_process import Broker, ProcfileProcess, isolated_env, wait_http_ok
+
+DONE = ("applied", "ignored")
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+# --- what the service holds ----------------------------------------------------------------------------------------
+
+
+def inbox_counts() -> dict[str, int]:
+    from models.db import unit_of_work
+    from models.tables import WebhookEvent
+
+    with unit_of_work() as session:
+        rows = session.execute(select(WebhookEvent.status, func.count()).group_by(WebhookEvent.status)).all()
+    return {status: int(count) for status, count in rows}
+
+
+def running_user_syncs() -> int:
+    from models.db import unit_of_work
+    from models.tables import SyncRun
+
+    with unit_of_work() as session:
+        query = select(func.count()).select_from(SyncRun).where(SyncRun.kind == "user", SyncRun.status == "running")
+        return int(session.execute(query).scalar_one())
+
+
+def local_users() -> dict[str, dict[str, Any]]:
+    from models.db import unit_of_work
+    from models.tables import User
+
+    with unit_of_work() as session:
+        return {
+            u.asgardeo_id: {
+                "username": u.username,
+                "email": u.email,
+                "first_name": u.first_name,
+                "last_name": u.last_name,
+                "groups": sorted(u.groups or []),
+                "status": u.status,
+            }
+            for u in session.execute(select(User)).scalars()
+        }
+
+
+def expected_users(dump: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], set[str]]:
+    """The stand-in's dump read independently of the product's SCIM parser: ``({id: fields}, deleted ids)``."""
+    expected: dict[str, dict[str, Any]] = {}
+    for resource in dump["users"]:
+        emails = resource.get("emails") or []
+        primary = next((e["value"] for e in emails if e.get("primary")), emails[0]["value"] if emails else None)
+        name = resource.get("name") or {}
+        flags = resource.get("urn:scim:wso2:schema") or {}
+        inactive = (
+            str(flags.get("accountDisabled")).lower() == "true" or str(flags.get("accountLocked")).lower() == "true"
+        )
+        expected[resource["id"]] = {
+            "username": resource["userName"].removeprefix("DEFAULT/"),
+            "email": primary,
+            "first_name": name.get("givenName"),
+            "last_name": name.get("familyName"),
+            "groups": sorted(g["display"] for g in resource.get("groups") or []),
+            "status": "inactive" if inactive else "active",
+        }
+    return expected, set(dump["deleted"])
+
+
+def mismatches(dump: dict[str, Any]) -> list[str]:
+    """Every difference between the users table and the directory, field by field, one line each.
+
+    A user deleted in the directory must be a ``deleted`` tombstone locally, or absent (never seen alive).
+    """
+    expected, deleted = expected_users(dump)
+    local = local_users()
+    found: list[str] = []
+    for asgardeo_id, want in expected.items():
+        have = local.get(asgardeo_id)
+        if have is None:
+            found.append(f"{asgardeo_id}: missing locally")
+            continue
+        for name, value in want.items():
+            if have[name] != value:
+                found.append(f"{asgardeo_id}: {name} is {have[name]!r}, directory has {value!r}")
+    for asgardeo_id, have in local.items():
+        if asgardeo_id in expected:
+            continue
+        if asgardeo_id in deleted:
+            if have["status"] != "deleted":
+                found.append(f"{asgardeo_id}: deleted in the directory, {have['status']} locally")
+        else:
+            found.append(f"{asgardeo_id}: unknown to the directory")
+    return found
+
+
+def duplicate_usernames() -> list[str]:
+    """Usernames held by more than one live (not deleted) user row."""
+    from models.db import unit_of_work
+    from models.tables import User
+
+    with unit_of_work() as session:
+        rows = session.execute(
+            select(User.username).where(User.status != "deleted").group_by(User.username).having(func.count() > 1)
+        ).scalars()
+        return [str(name) for name in rows]
+
+
+# --- the pipeline --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Pipeline:
+    standin: Any
+    admin: Any
+    env: dict[str, str]
+    broker: Broker
+    web: ProcfileProcess | None = None
+    worker: ProcfileProcess | None = None
+    web_url: str = ""
+    processes: list[ProcfileProcess] = field(default_factory=list)
+
+    @property
+    def hook_url(self) -> str:
+        return f"{self.web_url}/webhooks/asgardeo"
+
+    def subscribe(self, **chaos: Any) -> None:
+        self.admin.set_chaos(**chaos)
+        status = self.admin.set_webhook(self.hook_url, WEBHOOK_SECRET, wait_verified=15)
+        assert status["verified"], status
+
+    def start_web(self, **overrides: str) -> ProcfileProcess:
+        port = free_port()
+        env = {**self.env, "WEB_BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "2", "WEB_THREADS": "4", **overrides}
+        self.web = ProcfileProcess("web", env).start()
+        self.processes.append(self.web)
+        self.web_url = f"http://127.0.0.1:{port}"
+        wait_http_ok(f"{self.web_url}/healthz", process=self.web)
+        return self.web
+
+    def start_worker(self, **overrides: str) -> ProcfileProcess:
+        self.worker = ProcfileProcess("worker", {**self.env, **overrides}).start()
+        self.processes.append(self.worker)
+        self.broker.wait_ready(process=self.worker)
+        return self.worker
+
+    def relay(self) -> None:
+        """One ``events.relay`` run on the pipeline's worker (what beat sends every 30 s)."""
+        self.broker.send("events.relay")
+
+    def settled(self) -> bool:
+        """Nothing left anywhere: no delivery pending, no event waiting, no message queued or held, no sync running."""
+        if self.admin.webhook_status()["pending"]:
+            return False
+        counts = inbox_counts()
+        if counts.get("received") or counts.get("queued"):
+            return False
+        return self.broker.backlog() == 0 and running_user_syncs() == 0
+
+    def drain(self, timeout: float = 90.0, relay_every: float | None = None) -> None:
+        """Wait until :meth:`settled` holds twice in a row, half a second apart (a coalesced refresh lands late).
+
+        ``relay_every`` sends ``events.relay`` that often while waiting (beat's job, at test speed).
+        """
+        self.admin.wait_for_deliveries(timeout=timeout)
+        deadline = time.monotonic() + timeout
+        last_relay = 0.0
+        while time.monotonic() < deadline:
+            if relay_every is not None and time.monotonic() - last_relay >= relay_every:
+                self.relay()
+                last_relay = time.monotonic()
+            if self.settled():
+                time.sleep(0.5)
+                if self.settled():
+                    return
+            time.sleep(0.2)
+        raise AssertionError(
+            f"the pipeline did not drain in {timeout:.0f}s: inbox {inbox_counts()}, backlog {self.broker.backlog()}, "
+            f"running user syncs {running_user_syncs()}, stand-in {self.admin.webhook_status()}"
+        )
+
+    def reconcile(self, **kwargs: Any) -> Any:
+        """One full reconciliation against this stand-in, in the test process (``reconcile_all``)."""
+        from tasks.reconcile import reconcile_all
+        from tests.integration.sync_support import client_for, start_run
+
+        return reconcile_all(start_run("chaos"), client=client_for(self.standin, **kwargs))
+
+    def metrics(self) -> dict[str, float]:
+        return self.broker.metrics()
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.close()
+
+
+@pytest.fixture
+def make_pipeline(clean_db: None, clean_redis: None) -> Iterator[Callable[..., Pipeline]]:
+    """``make_pipeline(web=True, worker=True, standin_overrides={}, **env)``: a private stand-in and, on a fresh key
+    prefix, gunicorn and a Celery worker from the Procfile pointed at it. Everything stops after the test."""
+    from asgardeo_standin.client import StandinAdmin
+    from asgardeo_standin.server import start_in_thread
+
+    built: list[Pipeline] = []
+    handles: list[Any] = []
+
+    def build(
+        *, web: bool = True, worker: bool = True, standin_overrides: dict[str, Any] | None = None, **env: str
+    ) -> Pipeline:
+        handle = start_in_thread(STACK.standin_config(port=0, **(standin_overrides or {})))
+        handles.append(handle)
+        environment = isolated_env(
+            None,
+            ASGARDEO_BASE_URL=handle.base_url,
+            SCIM_RATE_PER_MINUTE="6000",
+            REFRESH_COALESCE_SECONDS="0.2",
+            EVENT_REQUEUE_AFTER_SECONDS="3",
+            WORKER_CONCURRENCY="2",
+            **env,
+        )
+        pipeline = Pipeline(
+            standin=handle, admin=StandinAdmin(handle.root_url), env=environment, broker=Broker(environment)
+        )
+        built.append(pipeline)
+        if worker:
+            pipeline.start_worker()
+        if web:
+            pipeline.start_web()
+        return pipeline
+
+    try:
+        yield build
+    finally:
+        for pipeline in reversed(built):
+            pipeline.admin.set_webhook(None)
+            pipeline.stop()
+            pipeline.broker.close()
+        for handle in handles:
+            handle.stop()
