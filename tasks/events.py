@@ -12,10 +12,14 @@ intake's publish failed) and ``queued`` ones older than ``EVENT_REQUEUE_AFTER_SE
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import queue
 import threading
+import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -390,3 +394,116 @@ _publisher = ApplyPublisher()
 
 def get_publisher() -> ApplyPublisher:
     return _publisher
+
+
+# --- publishing off the request thread --------------------------------------------------------------------------
+
+BACKGROUND_MAX_PENDING = 10_000
+BACKGROUND_BATCH = 200
+BACKGROUND_FLUSH_SECONDS = 5.0
+
+
+def leave_for_relay(event_ids: Sequence[int]) -> None:
+    """No message went out for these events: mark them ``received`` so the next relay run (30 s) sends them.
+
+    If Postgres refuses too, they stay ``queued`` and the relay re-sends them once ``EVENT_REQUEUE_AFTER_SECONDS``
+    have passed; either way nothing is lost.
+    """
+    try:
+        with unit_of_work() as session:
+            inbox.mark_received(session, event_ids)
+    except sa_exc.SQLAlchemyError as exc:
+        log.warning("could not mark events received", extra={"count": len(event_ids), "error": type(exc).__name__})
+        return
+    log.warning("events stored; the relay will enqueue them", extra={"count": len(event_ids)})
+
+
+class BackgroundPublisher:
+    """Sends ``events.apply`` messages from one thread per process, so a web request ends at its commit.
+
+    The intake commits the inbox row as ``queued`` and then hands its id to :meth:`submit`; the thread publishes in
+    batches through an :class:`ApplyPublisher` and marks what the broker refused ``received``. Items still in memory
+    when the process dies were never sent, and their rows are still ``queued``: the relay re-sends them after
+    ``EVENT_REQUEUE_AFTER_SECONDS``. A clean exit drains the queue first (``atexit``, bounded).
+    """
+
+    def __init__(
+        self,
+        publisher: ApplyPublisher | None = None,
+        *,
+        on_unsent: Callable[[Sequence[int]], None] = leave_for_relay,
+        max_pending: int = BACKGROUND_MAX_PENDING,
+        batch: int = BACKGROUND_BATCH,
+    ) -> None:
+        self.publisher = publisher or ApplyPublisher()
+        self.on_unsent = on_unsent
+        self.max_pending = max_pending
+        self.batch = batch
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[int] = queue.Queue(max_pending)
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._exit_hook = False
+
+    def submit(self, event_id: int) -> bool:
+        """Hand one committed event to the thread; ``False`` when the queue is full (the caller publishes inline)."""
+        self._ensure_thread()
+        try:
+            self._queue.put_nowait(event_id)
+        except queue.Full:
+            return False
+        return True
+
+    def _ensure_thread(self) -> None:
+        if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._pid != os.getpid():
+                # A forked child: the parent's pending ids are the parent's to send; start empty.
+                self._queue = queue.Queue(self.max_pending)
+                self._pid = os.getpid()
+                self._thread = None
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="event-publisher", daemon=True)
+                self._thread.start()
+            if not self._exit_hook:
+                atexit.register(self.flush, BACKGROUND_FLUSH_SECONDS)
+                self._exit_hook = True
+
+    def _run(self) -> None:
+        pending = self._queue
+        while True:
+            ids = [pending.get()]
+            while len(ids) < self.batch:
+                try:
+                    ids.append(pending.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                unsent = self.publisher.publish(ids)
+                if unsent:
+                    self.on_unsent(unsent)
+            except Exception:  # the thread must outlive any one batch; those rows stay queued for the relay
+                log.exception("background publish failed", extra={"count": len(ids)})
+            finally:
+                for _ in ids:
+                    pending.task_done()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything submitted so far was published or handed to the relay; ``False`` on timeout."""
+        pending = self._queue
+        deadline = time.monotonic() + timeout
+        with pending.all_tasks_done:
+            while pending.unfinished_tasks:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                pending.all_tasks_done.wait(remaining)
+        return True
+
+
+_background = BackgroundPublisher(_publisher)
+
+
+def get_background_publisher() -> BackgroundPublisher:
+    return _background

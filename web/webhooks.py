@@ -1,9 +1,11 @@
 """Asgardeo's webhooks: the WebSub handshake and signed deliveries into the durable inbox.
 
 A delivery is verified (HMAC-SHA256 over the raw body), checked, inserted into the inbox, committed, and only then
-announced to the workers. Answers: 202 accepted (even when the broker is down: the relay sends it later), 200 for a
-``jti`` already held, 401 bad or missing signature, 400 malformed or too old/new, 413 too large, 503 when Postgres is
-unreachable so Asgardeo retries. Never 410, which WebSub reads as "unsubscribe me".
+announced to the workers, by a per-process background thread (:class:`tasks.events.BackgroundPublisher`) so the
+answer does not wait for the broker; the relay covers a message that dies with its process. Answers: 202 accepted
+(even when the broker is down: the relay sends it later), 200 for a ``jti`` already held, 401 bad or missing
+signature, 400 malformed or too old/new, 413 too large, 503 when Postgres is unreachable so Asgardeo retries.
+Never 410, which WebSub reads as "unsubscribe me".
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from models import inbox
 from models.db import get_engine
 from models.settings import Settings
 from tasks import metrics
-from tasks.events import ApplyPublisher, get_publisher
+from tasks.events import ApplyPublisher, get_background_publisher, get_publisher
 from web.errors import APIError
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
@@ -141,7 +143,12 @@ def receive() -> tuple[Response, int]:
         metrics.inc("webhooks_duplicate")
         return jsonify(status="duplicate", jti=envelope.jti), 200
     metrics.inc("webhooks_received")
-    unsent = publisher().publish([event_id])
+    installed: ApplyPublisher | None = current_app.extensions.get("event_publisher")
+    if installed is None and get_background_publisher().submit(event_id):
+        # The answer does not wait for the broker: the row is committed, the thread sends the message.
+        return jsonify(status="accepted", id=event_id, queued=True), 202
+    # A publisher installed on the app (tests), or the background queue is full (back-pressure): send inline.
+    unsent = (installed or get_publisher()).publish([event_id])
     if unsent:
         _leave_for_relay(event_id, extra)
     return jsonify(status="accepted", id=event_id, queued=not unsent), 202
