@@ -55,7 +55,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_error_handlers(app)
     oidc.init_app(app, settings)
     app.cli.add_command(cli_users.users)
-    for module in (health, metrics, pages, auth, webhooks, admin, admin_events, admin_sync, events, sync_health, openapi):
+    blueprints = (health, metrics, openapi, pages, auth, webhooks, admin, admin_events, admin_sync, events, sync_health)
+    for module in blueprints:
         app.register_blueprint(module.bp)
     _install_request_ids(app)
     return app
