@@ -162,6 +162,20 @@ SELECT 'row', d.id, d.id, d.asgardeo_id, NULL, d.changes, d.stale FROM diff d
 )
 
 
+# Writers of the same user take this transaction-level lock first. Without it, two events creating one user (Asgardeo
+# sends ``userCreated`` and ``registrationSuccess`` together) applied by two workers at once both read "no such user"
+# in their snapshots: the upsert records two creations, and a patch racing an insert fails on the unique key.
+_LOCK_USERS_SQL = text(
+    "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT hashtextextended(id, 0) AS k"
+    " FROM unnest(CAST(:ids AS text[])) AS id ORDER BY k) AS ordered"
+)
+
+
+def lock_users(session: Session, asgardeo_ids: Iterable[str]) -> None:
+    """Hold a per-user advisory lock until the transaction ends (taken in one order, so writers cannot deadlock)."""
+    session.execute(_LOCK_USERS_SQL, {"ids": sorted(set(asgardeo_ids))})
+
+
 def upsert_users(
     session: Session,
     records: Sequence[UserRecord],
@@ -203,6 +217,7 @@ def upsert_users(
         "event_jti": event_jti,
         "actor": actor,
     }
+    lock_users(session, unique)
     lost_access: list[int] = []
     for row in session.execute(_UPSERT_SQL, params).mappings():
         if row["kind"] == "change":
@@ -242,6 +257,7 @@ def apply_user_patch(
     unknown = set(fields) - set(IDENTITY_FIELDS)
     if unknown:
         raise ValueError(f"not identity fields: {sorted(unknown)}")
+    lock_users(session, [asgardeo_id])
     user = session.execute(select(User).where(User.asgardeo_id == asgardeo_id).with_for_update()).scalar_one_or_none()
     inserted = user is None
     if user is None:
