@@ -193,9 +193,12 @@ class Broker:
         tail = process.log_tail() if process is not None else ""
         raise AssertionError(f"the worker did not answer health.ping within {timeout:.0f}s\n{tail}")
 
-    def backlog(self) -> int:
-        """Messages waiting in the queues plus those delivered to a worker and not yet acknowledged (ETA too)."""
+    def backlog(self, include_unacked: bool = True) -> int:
+        """Messages waiting in the queues plus (by default) those delivered to a worker and not yet acknowledged
+        (ETA ones too)."""
         waiting = sum(int(self.redis.llen(f"{self.prefix}{queue}")) for queue in QUEUES)
+        if not include_unacked:
+            return waiting
         unacked = int(self.redis.hlen(f"{self.prefix}unacked"))
         return waiting + unacked
 

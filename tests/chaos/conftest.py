@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import func, select
 
 from localrun.embedded import free_port
+from tests.chaos.faulty_front import FaultyFront
 from tests.stack import STACK, WEBHOOK_SECRET
 from tests.worker_process import Broker, ProcfileProcess, isolated_env, wait_http_ok
 
@@ -145,6 +146,7 @@ class Pipeline:
     web: ProcfileProcess | None = None
     worker: ProcfileProcess | None = None
     web_url: str = ""
+    front: FaultyFront | None = None
     processes: list[ProcfileProcess] = field(default_factory=list)
 
     @property
@@ -175,16 +177,19 @@ class Pipeline:
         """One ``events.relay`` run on the pipeline's worker (what beat sends every 30 s)."""
         self.broker.send("events.relay")
 
-    def settled(self) -> bool:
-        """Nothing left anywhere: no delivery pending, no event waiting, no message queued or held, no sync running."""
+    def settled(self, include_unacked: bool = True) -> bool:
+        """Nothing left anywhere: no delivery pending, no event waiting, no message queued or held, no sync running.
+
+        ``include_unacked=False`` ignores messages held unacknowledged, for tests that SIGKILL workers (what a dead
+        worker held stays there until the visibility timeout; the relay covers its events)."""
         if self.admin.webhook_status()["pending"]:
             return False
         counts = inbox_counts()
         if counts.get("received") or counts.get("queued"):
             return False
-        return self.broker.backlog() == 0 and running_user_syncs() == 0
+        return self.broker.backlog(include_unacked) == 0 and running_user_syncs() == 0
 
-    def drain(self, timeout: float = 90.0, relay_every: float | None = None) -> None:
+    def drain(self, timeout: float = 90.0, relay_every: float | None = None, include_unacked: bool = True) -> None:
         """Wait until :meth:`settled` holds twice in a row, half a second apart (a coalesced refresh lands late).
 
         ``relay_every`` sends ``events.relay`` that often while waiting (beat's job, at test speed).
@@ -196,9 +201,9 @@ class Pipeline:
             if relay_every is not None and time.monotonic() - last_relay >= relay_every:
                 self.relay()
                 last_relay = time.monotonic()
-            if self.settled():
+            if self.settled(include_unacked):
                 time.sleep(0.5)
-                if self.settled():
+                if self.settled(include_unacked):
                     return
             time.sleep(0.2)
         raise AssertionError(
@@ -230,24 +235,33 @@ def make_pipeline(clean_db: None, clean_redis: None) -> Iterator[Callable[..., P
 
     built: list[Pipeline] = []
     handles: list[Any] = []
+    fronts: list[FaultyFront] = []
 
     def build(
-        *, web: bool = True, worker: bool = True, standin_overrides: dict[str, Any] | None = None, **env: str
+        *,
+        web: bool = True,
+        worker: bool = True,
+        front: bool = False,
+        standin_overrides: dict[str, Any] | None = None,
+        **env: str,
     ) -> Pipeline:
         handle = start_in_thread(STACK.standin_config(port=0, **(standin_overrides or {})))
         handles.append(handle)
-        environment = isolated_env(
-            None,
-            ASGARDEO_BASE_URL=handle.base_url,
-            SCIM_RATE_PER_MINUTE="6000",
-            REFRESH_COALESCE_SECONDS="0.2",
-            EVENT_REQUEUE_AFTER_SECONDS="3",
-            WORKER_CONCURRENCY="2",
-            **env,
-        )
+        faulty = FaultyFront(handle.root_url, "/t/test").start() if front else None
+        if faulty is not None:
+            fronts.append(faulty)
+        defaults = {
+            "ASGARDEO_BASE_URL": faulty.base_url if faulty is not None else handle.base_url,
+            "SCIM_RATE_PER_MINUTE": "6000",
+            "REFRESH_COALESCE_SECONDS": "0.2",
+            "EVENT_REQUEUE_AFTER_SECONDS": "3",
+            "WORKER_CONCURRENCY": "2",
+        }
+        environment = isolated_env(None, **{**defaults, **env})
         pipeline = Pipeline(
             standin=handle, admin=StandinAdmin(handle.root_url), env=environment, broker=Broker(environment)
         )
+        pipeline.front = faulty
         built.append(pipeline)
         if worker:
             pipeline.start_worker()
@@ -262,5 +276,7 @@ def make_pipeline(clean_db: None, clean_redis: None) -> Iterator[Callable[..., P
             pipeline.admin.set_webhook(None)
             pipeline.stop()
             pipeline.broker.close()
+        for faulty in fronts:
+            faulty.stop()
         for handle in handles:
             handle.stop()

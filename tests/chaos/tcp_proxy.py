@@ -1,0 +1,101 @@
+"""A loopback TCP proxy that can be cut and restored, to make a server (Postgres) unreachable for a while.
+
+``cut()`` closes the listening socket and resets every open connection, so clients see what a dead database
+looks like: established connections break, new ones are refused at once. ``restore()`` listens again on the same
+port. Nothing about the protocol is known or changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import threading
+
+from localrun.embedded import free_port
+
+CHUNK = 65536
+
+
+class TcpProxy:
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self._open: set[socket.socket] = set()
+        self.connections = 0
+
+    def url_for(self, database_url: str) -> str:
+        """``database_url`` with its port replaced by the proxy's."""
+        from sqlalchemy.engine import make_url
+
+        url = make_url(database_url)
+        if url.port != self.target[1]:
+            raise ValueError("the URL does not name the proxied port")
+        return url.set(port=self.port).render_as_string(hide_password=False)
+
+    def restore(self) -> None:
+        """Listen (again) on :attr:`port`."""
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(128)
+        with self._lock:
+            self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), name="tcp-proxy-accept", daemon=True).start()
+
+    start = restore
+
+    def cut(self) -> None:
+        """Refuse new connections and reset the open ones (RST, as a crashed peer or a dropped route would)."""
+        with self._lock:
+            listener, self._listener = self._listener, None
+            sockets, self._open = self._open, set()
+        if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                # SO_LINGER 0: close() sends RST instead of FIN.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
+
+    stop = cut
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                if self._listener is not listener:  # cut while connecting
+                    client.close()
+                    upstream.close()
+                    return
+                self._open.update((client, upstream))
+                self.connections += 1
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), name="tcp-proxy-pump", daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(CHUNK):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            with self._lock:
+                self._open.discard(source)
+                self._open.discard(sink)
