@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from celeryconfig import RECONCILE_HARD_LIMIT, RECONCILE_SOFT_LIMIT
 from models.db import get_engine, unit_of_work
@@ -61,6 +61,11 @@ PAGE_WRITERS = 3
 CONFIRM_BATCH = 500
 RETIRE_BATCH = 200
 SOURCE = "reconcile"
+# Re-ANALYZE ``users`` whenever this run has grown it past twice what the planner last counted (and by at least this
+# many rows). Without it a first sync into an empty table runs on plans made for an empty table: the upsert's join
+# and the audit rows' foreign-key checks (cached per connection) scan the whole table for every page, so the run
+# slows down quadratically (measured: 100,000 users, Postgres CPU 10-28 s instead of about 4 s).
+ANALYZE_MIN_GROWTH = 5_000
 
 Progress = Callable[[str, Counters], None]
 
@@ -198,6 +203,27 @@ def _write_page(run_id: int, page: Page, role_map: dict[str, str] | None) -> Cou
     return delta
 
 
+class _Planner:
+    """Keeps the planner's row count of ``users`` within a factor of two of the truth while a run inserts."""
+
+    def __init__(self) -> None:
+        with get_engine().connect() as conn:
+            counted = conn.execute(text("SELECT reltuples FROM pg_class WHERE oid = 'users'::regclass")).scalar()
+        self.counted = max(int(counted or 0), 0)
+        self.created = 0
+
+    def grew(self, created: int) -> None:
+        self.created += created
+        if self.created < ANALYZE_MIN_GROWTH or self.counted + self.created < 2 * max(self.counted, 1):
+            return
+        started = time.monotonic()
+        with get_engine().begin() as conn:
+            conn.execute(text("ANALYZE users"))
+        self.counted += self.created
+        self.created = 0
+        log.info("users re-analyzed", extra={"rows": self.counted, "seconds": round(time.monotonic() - started, 3)})
+
+
 def _merge(total: Counters, delta: Counters) -> None:
     for name, value in delta.as_dict().items():
         if name == "total_results":
@@ -213,13 +239,16 @@ def _list(scim: ScimClient, run_id: int, counters: Counters, report: Progress, r
     most ``PREFETCH_PAGES + PAGE_WRITERS`` pages are in memory. Progress is reported from this (the task's) thread.
     """
     inflight: set[Future[Counters]] = set()
+    planner = _Planner()
 
     def collect(block: bool) -> None:
         done, _ = wait(inflight, return_when=FIRST_COMPLETED) if block else (set(inflight), None)
         for future in [f for f in done if f.done()]:
             inflight.discard(future)
-            _merge(counters, future.result())
+            delta = future.result()
+            _merge(counters, delta)
             report("listing", counters)
+            planner.grew(delta.created)
 
     with ThreadPoolExecutor(max_workers=PAGE_WRITERS, thread_name_prefix="reconcile-writer") as pool:
         try:
