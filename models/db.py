@@ -34,7 +34,8 @@ def get_engine() -> Engine:
     """The process's engine, created on first use and bound to :data:`SessionFactory`."""
     global _engine  # noqa: PLW0603 - one engine per process is the point
     if _engine is None:
-        _engine = make_engine(get_settings().database_url)
+        settings = get_settings()
+        _engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
         SessionFactory.configure(bind=_engine)
     return _engine
 

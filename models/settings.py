@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     # Each live stream closes after this long; the browser reconnects with Last-Event-ID and misses nothing.
     live_stream_max_seconds: float = Field(default=300.0, gt=0)
     live_stream_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    # Each open stream holds a web thread; past this many per process new streams get 503 and retry.
+    live_stream_max_per_process: int = Field(default=4, ge=1)
+    db_pool_size: int = Field(default=10, ge=1, le=100)
 
     reconcile_cron: str = "0 2 * * *"
     reconcile_max_deactivate_share: float = Field(default=0.05, ge=0, le=1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -77,6 +78,28 @@ def missed_changes(after_id: int) -> list[dict[str, Any]]:
     return rows
 
 
+class _StreamSlots:
+    """Counts this process's open streams: each holds a web thread, and the webhook intake needs the others."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.open = 0
+
+    def acquire(self, limit: int) -> bool:
+        with self._lock:
+            if self.open >= limit:
+                return False
+            self.open += 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self.open = max(0, self.open - 1)
+
+
+_slots = _StreamSlots()
+
+
 def _stream(pubsub: Any, backlog: list[dict[str, Any]], last_id: int | None, settings: Settings) -> Iterator[str]:
     started = time.monotonic()
     deadline = started + settings.live_stream_max_seconds
@@ -113,19 +136,27 @@ def user_stream() -> Response:
     """``text/event-stream`` of user changes; resumes after ``Last-Event-ID``."""
     settings: Settings = current_app.config["SETTINGS"]
     last_id = parse_last_event_id(request.headers.get("Last-Event-ID") or request.args.get("last_event_id"))
+    if not _slots.acquire(settings.live_stream_max_per_process):
+        raise APIError(
+            503, "stream_busy", "Too many live streams on this server; retry shortly.", headers={"Retry-After": "5"}
+        )
     try:
         # Subscribe before reading the backlog, so nothing committed in between falls into a gap.
         pubsub = get_redis().pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         pubsub.subscribe(channel())
     except redis.RedisError as exc:
+        _slots.release()
         log.warning("live stream unavailable", extra={"error": type(exc).__name__})
         raise APIError(503, "stream_unavailable", "The live stream is unavailable; retry later.") from None
     try:
         backlog = missed_changes(last_id) if last_id is not None else []
     except Exception:
+        _slots.release()
         pubsub.close()
         raise
     response = Response(_stream(pubsub, backlog, last_id, settings), mimetype="text/event-stream")
+    # The server closes the response when the stream ends or the client goes away, started or not.
+    response.call_on_close(_slots.release)
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     return response
