@@ -1,0 +1,273 @@
+"""Gather the benchmarks' results into one table: ``bench/results/report.md`` and ``report.json``.
+
+Reads each benchmark's JSON under ``bench/results/`` (the intake benchmark prints only; its captured output
+``intake.out`` is parsed), describes the machine, and writes a row per figure: value, the baseline measured in the
+same run, their ratio, the target and whether it is met. ``python -m bench.report`` rebuilds the report from the
+files already there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+import redis
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class Row:
+    figure: str
+    value: str
+    baseline: str
+    ratio: str
+    target: str
+    met: str
+
+
+def _read(name: str) -> Any:
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _met(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def _ratio(value: float, base: float) -> str:
+    return f"{value / base:.2f}x" if base else "n/a"
+
+
+_LINE = re.compile(
+    r"^(?P<label>.+?)\s+(?P<rate>\d+)/s\s+p50\s+(?P<p50>[\d.]+) ms\s+p95\s+[\d.]+ ms\s+p99\s+(?P<p99>[\d.]+) ms"
+)
+
+
+def intake_lines(text: str) -> dict[str, dict[str, float]]:
+    """``{label: {rate, p50, p99}}`` from bench.intake's printed lines."""
+    found: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        if match := _LINE.match(line.strip()):
+            found[match["label"].strip()] = {k: float(match[k]) for k in ("rate", "p50", "p99")}
+    return found
+
+
+def intake_rows() -> list[Row]:
+    path = RESULTS / "intake.out"
+    if not path.exists():
+        return []
+    lines = intake_lines(path.read_text())
+    rows: list[Row] = []
+    bare, intake = lines.get("bare endpoint (saturated)"), lines.get("intake (saturated)")
+    if bare and intake:
+        ok = intake["rate"] >= 1000 and intake["rate"] >= 0.5 * bare["rate"]
+        rows.append(
+            Row(
+                "webhook intake throughput (saturated)",
+                f"{intake['rate']:.0f}/s",
+                f"bare endpoint {bare['rate']:.0f}/s",
+                _ratio(intake["rate"], bare["rate"]),
+                ">= 1000/s and >= 0.5x bare",
+                _met(ok),
+            )
+        )
+    paced_bare, paced = lines.get("bare endpoint @300/s"), lines.get("intake @300/s")
+    if paced_bare and paced:
+        rows.append(
+            Row(
+                "webhook intake p99 at 300/s",
+                f"{paced['p99']:.1f} ms",
+                f"bare endpoint {paced_bare['p99']:.1f} ms",
+                _ratio(paced["p99"], paced_bare["p99"]),
+                "<= 50 ms",
+                _met(paced["p99"] <= 50),
+            )
+        )
+    return rows
+
+
+def e2e_rows() -> list[Row]:
+    data = _read("e2e_lag.json")
+    if not data:
+        return []
+    lag, direct = data["receipt_to_commit"], data["direct_apply_call"]
+    rate = data["setup"]["rate_per_s"]
+    return [
+        Row(
+            f"end-to-end lag p50 (receipt to committed row, {rate:.0f}/s)",
+            f"{lag['p50_ms']:.1f} ms",
+            f"direct events.apply call {direct['p50_ms']:.1f} ms",
+            _ratio(lag["p50_ms"], direct["p50_ms"]),
+            "<= 100 ms",
+            _met(lag["p50_ms"] <= 100),
+        ),
+        Row(
+            f"end-to-end lag p99 ({rate:.0f}/s)",
+            f"{lag['p99_ms']:.1f} ms",
+            f"direct events.apply call {direct['p99_ms']:.1f} ms",
+            _ratio(lag["p99_ms"], direct["p99_ms"]),
+            "<= 1000 ms",
+            _met(lag["p99_ms"] <= 1000),
+        ),
+    ]
+
+
+def login_rows() -> list[Row]:
+    data = _read("login_callback.json")
+    if not data:
+        return []
+    own, bare = data["callback_own"]["p50_ms"], data["baseline_healthz"]["p50_ms"]
+    return [
+        Row(
+            "login callback, own server time p50",
+            f"{own:.2f} ms",
+            f"GET /healthz {bare:.2f} ms; session lookup {data['baseline_session_lookup']['p50_ms']:.2f} ms",
+            _ratio(own, bare),
+            f"<= {data['target_p50_ms']:.0f} ms",
+            _met(own <= data["target_p50_ms"]),
+        )
+    ]
+
+
+def reconcile_rows() -> list[Row]:
+    data = _read("reconcile.json")
+    if not data:
+        return []
+    rows: list[Row] = []
+    for size, figures in data.get("sizes", {}).items():
+        run, floor, loop = figures["reconcile"], figures["raw_floor"], figures["per_user_loop"]
+        rows.append(
+            Row(
+                f"reconciliation of {int(size):,} users",
+                f"{run['users_per_s']:.0f} users/s ({run['seconds']:.1f} s)",
+                f"raw batched upsert {floor['users_per_s']:.0f}/s; per-user loop {loop['users_per_s']:.0f}/s",
+                f"{figures['ratio_vs_raw_floor']:.2f}x floor; {figures['ratio_vs_per_user_loop']:.1f}x loop",
+                "faster than the per-user loop",
+                _met(figures["ratio_vs_per_user_loop"] > 1),
+            )
+        )
+    limited = data.get("rate_limited")
+    if limited:
+        rows.append(
+            Row(
+                f"reconciliation under the 200/min budget ({limited['users']:,} users)",
+                f"{limited['requests_per_minute']:.0f} requests/min, {limited['rate_limited_429']} x 429",
+                f"budget {limited['budget_per_minute']}/min",
+                f"{limited['budget_used']:.2f}x",
+                "<= 1.0x budget, no 429",
+                _met(limited["budget_used"] <= 1.0 and limited["rate_limited_429"] == 0),
+            )
+        )
+    return rows
+
+
+def load_rows() -> list[Row]:
+    data = _read("load.json")
+    if not data:
+        return []
+    windows = data["windows"]
+    first, last = windows[0], windows[-1]
+    growth = data["rss_growth_mb"]
+    setup = data["setup"]
+    return [
+        Row(
+            f"load: intake p99, last vs first 5-s window ({setup['rate_per_s']:.0f}/s for {setup['seconds']:.0f} s)",
+            f"{last['p99_ms']:.1f} ms",
+            f"first window {first['p99_ms']:.1f} ms",
+            f"{data['ratio_last_vs_first_window_p99']:.2f}x",
+            "<= 2x (flat)",
+            _met(data["ratio_last_vs_first_window_p99"] <= 2),
+        ),
+        Row(
+            "load: memory growth over the run (web / worker, RSS of process trees)",
+            f"{growth['web_mb']:+.1f} / {growth['worker_mb']:+.1f} MB",
+            f"start {data['rss_start']['web_mb']:.0f} / {data['rss_start']['worker_mb']:.0f} MB",
+            f"{data['rss_end']['web_mb'] / data['rss_start']['web_mb']:.2f}x / "
+            f"{data['rss_end']['worker_mb'] / data['rss_start']['worker_mb']:.2f}x",
+            "<= 50 MB each (bounded)",
+            _met(max(growth.values()) <= 50),
+        ),
+    ]
+
+
+SECTIONS: list[Callable[[], list[Row]]] = [intake_rows, e2e_rows, login_rows, reconcile_rows, load_rows]
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(versions: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": platform.platform(),
+        "python": sys.version.split()[0],
+        **(versions or {}),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def server_versions() -> dict[str, str]:
+    """Postgres and Redis versions of the servers the benchmarks use (CI's, or embedded ones started here)."""
+    sys.path.insert(0, str(RESULTS.parent.parent))
+    from tests.services import TestServices  # noqa: PLC0415 - the repository root joins sys.path just above
+
+    svc = TestServices()
+    svc.start()
+    try:
+        with psycopg.connect(svc.database_url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+            postgres = str(row[0]) if row else "unknown"
+        info = redis.Redis.from_url(svc.redis_url).info("server")
+        return {"postgres": postgres, "redis": str(info.get("redis_version", "unknown"))}
+    finally:
+        svc.stop()
+
+
+def write(runs: dict[str, Any] | None = None, versions: dict[str, str] | None = None) -> tuple[Path, Path]:
+    rows = [row for section in SECTIONS for row in section()]
+    about = machine(versions)
+    payload = {"machine": about, "runs": runs or {}, "rows": [asdict(r) for r in rows]}
+    json_path, md_path = RESULTS / "report.json", RESULTS / "report.md"
+    json_path.write_text(json.dumps(payload, indent=2) + "\n")
+    lines = [
+        "# Benchmark report",
+        "",
+        f"Produced by `python -m bench` on {about['date']}: {about['cpu']}, {about['cores']} cores, "
+        f"{about['ram_gb']} GB RAM, Python {about['python']}, Postgres {about.get('postgres', '?')}, "
+        f"Redis {about.get('redis', '?')}. Each figure stands beside its baseline from the same run.",
+        "",
+        "| figure | value | baseline | ratio | target | met? |",
+        "|---|---|---|---|---|---|",
+        *(f"| {r.figure} | {r.value} | {r.baseline} | {r.ratio} | {r.target} | {r.met} |" for r in rows),
+        "",
+    ]
+    if runs:
+        lines += ["| benchmark | command | seconds | exit |", "|---|---|---|---|"]
+        lines += [f"| {n} | `{r['command']}` | {r['seconds']:.0f} | {r['exit']} |" for n, r in runs.items()]
+        lines.append("")
+    md_path.write_text("\n".join(lines))
+    return md_path, json_path
+
+
+if __name__ == "__main__":
+    print(write(versions=server_versions())[0].read_text())
