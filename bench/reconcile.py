@@ -9,7 +9,12 @@ For each directory size (stand-in in its own process, rate limit off, table empt
 - ``per_user_loop``: how the old endpoint worked: the same HTTP listing, then for each user a SELECT, an INSERT or
   UPDATE through the ORM and a COMMIT. Measured on the first ``--loop-sample`` users only (it is slow), as users/s.
 - ``raw_floor``: the same rows, already in memory (no HTTP), written with psycopg ``executemany`` of one
-  ``INSERT ... ON CONFLICT DO UPDATE`` in batches of 1,000: the most a database round trip allows.
+  ``INSERT ... ON CONFLICT DO UPDATE`` in batches of 1,000: the most a database round trip allows. It is noisy on
+  a shared machine, so one warm-up run is discarded and the median of ``--floor-reps`` runs is used, each starting
+  from the same state as the reconciliation (empty tables).
+
+Each line also records the load average at its start: the machine is shared, and a load well above the core count
+slows every variant (the floor too, which is why the ratios matter more than the absolute numbers).
 
 Then, with the stand-in's 200 requests/minute limit on, a reconciliation of ``--limited-users`` users (about one
 minute of requests) through the shared budget -> achieved requests/minute and the stand-in's 429 count.
@@ -28,6 +33,7 @@ import gc
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -172,10 +178,13 @@ def run_reconcile(base_url: str) -> dict[str, Any]:
     with unit_of_work() as session:
         run_id = start_full_run(session, trigger="bench").id
     client = scim_client(base_url)
+    load = os.getloadavg()[0]
     with PeakRss() as rss:
         started = time.perf_counter()
+        cpu_started = time.process_time()
         outcome = reconcile_all(run_id, client=client)
         elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu_started
     assert outcome.status == "succeeded", outcome
     return {
         "seconds": round(elapsed, 3),
@@ -183,6 +192,8 @@ def run_reconcile(base_url: str) -> dict[str, Any]:
         "users_per_s": round(outcome.counters.seen / elapsed, 1),
         "peak_rss_growth_mb": round(rss.growth_mb, 1),
         "requests": client.requests_sent,
+        "process_cpu_seconds": round(cpu, 2),
+        "load_average": round(load, 1),
     }
 
 
@@ -225,7 +236,20 @@ def fetch_rows(base_url: str) -> list[Any]:
     return [parse_user(resource) for resource in dump["users"]]
 
 
-def run_raw_floor(records: list[Any]) -> dict[str, Any]:
+def run_raw_floor(records: list[Any], reps: int) -> dict[str, Any]:
+    """One warm-up run, then the median of ``reps`` runs, each from empty tables."""
+    runs = [_raw_floor_once(records) for _ in range(reps + 1)][1:]
+    seconds = statistics.median(runs)
+    return {
+        "seconds": round(seconds, 3),
+        "users": len(records),
+        "users_per_s": round(len(records) / seconds, 1),
+        "runs_seconds": [round(r, 3) for r in runs],
+        "load_average": round(os.getloadavg()[0], 1),
+    }
+
+
+def _raw_floor_once(records: list[Any]) -> float:
     truncate()
     dsn = os.environ["DATABASE_URL"].replace("postgresql+psycopg://", "postgresql://")
     sql = (
@@ -253,8 +277,7 @@ def run_raw_floor(records: list[Any]) -> dict[str, Any]:
         for start in range(0, len(rows), 1000):
             with conn.transaction(), conn.cursor() as cur:
                 cur.executemany(sql, rows[start : start + 1000])
-    elapsed = time.perf_counter() - started
-    return {"seconds": round(elapsed, 3), "users": len(rows), "users_per_s": round(len(rows) / elapsed, 1)}
+    return time.perf_counter() - started
 
 
 def run_limited(users: int) -> dict[str, Any]:
@@ -290,6 +313,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--loop-sample", type=int, default=5000)
+    parser.add_argument("--floor-reps", type=int, default=3)
     parser.add_argument("--limited-users", type=int, default=19000)
     parser.add_argument("--skip-limited", action="store_true")
     args = parser.parse_args()
@@ -301,7 +325,7 @@ def main() -> None:
                 entry = {
                     "reconcile": run_reconcile(base_url),
                     "per_user_loop": run_per_user_loop(base_url, min(size, args.loop_sample)),
-                    "raw_floor": run_raw_floor(records),
+                    "raw_floor": run_raw_floor(records, args.floor_reps),
                 }
                 del records
             rec, loop, raw = entry["reconcile"], entry["per_user_loop"], entry["raw_floor"]
@@ -312,7 +336,7 @@ def main() -> None:
                 f"{size:>7} users: reconcile {rec['seconds']:.2f}s {rec['users_per_s']:>9.0f} users/s "
                 f"peak RSS +{rec['peak_rss_growth_mb']:.1f} MB | per-user loop {loop['users_per_s']:>7.0f} users/s "
                 f"(x{entry['ratio_vs_per_user_loop']}) | raw floor {raw['users_per_s']:>8.0f} users/s "
-                f"(x{entry['ratio_vs_raw_floor']})",
+                f"(x{entry['ratio_vs_raw_floor']}; floor runs {raw['runs_seconds']}s) | load {rec['load_average']}",
                 flush=True,
             )
         sizes = sorted(results["sizes"], key=int)

@@ -4,10 +4,12 @@
 :func:`reconcile_all` does the work and needs no Celery:
 
 1. Take the run lock without waiting (:func:`models.runs.hold_run_lock`); a second run is refused.
-2. Stream the listing page by page (the next page is fetched while the current one is written, never more than
-   :data:`PREFETCH_PAGES` ahead, so memory stays flat). Each page is one short transaction: one
+2. Stream the listing page by page (the next page is fetched while earlier ones are written, never more than
+   :data:`PREFETCH_PAGES` ahead, so memory stays flat). The pages fetched by the time a writer is free (at most
+   :data:`BATCH_PAGES`; one under the rate limit) go into one short transaction: one
    :func:`models.users.upsert_users` statement, which keeps the app's own fields, skips stale rows and stamps every
-   seen user with the run id, plus the run row's counters. Changes are published after each commit.
+   seen user with the run id, plus the run row's counters. Changes are published after each commit. While a run
+   grows the table (a first sync), ``users`` is re-analyzed so the statement's plans fit its size.
 3. Only if the listing completed: every active local user the listing did not show is asked for with a single GET
    (index paging shifts when users are added or removed mid-run, so "not listed" does not yet mean "gone"). A user
    that answers is upserted; a 404 is really gone.
@@ -51,11 +53,14 @@ from models.users import Change, apply_user_patch, upsert_users
 from tasks.app import app
 from tasks.errors import DirectoryError, UserGone
 from tasks.live import publish_changes
-from tasks.scim import Page, ScimClient
+from tasks.scim import Listing, ScimClient
 
 log = logging.getLogger(__name__)
 
-PREFETCH_PAGES = 2
+PREFETCH_PAGES = 4
+# Pages already fetched when a writer is free go into one transaction, up to this many (fewer commits, lock and run
+# row updates per user). Under the rate limit pages arrive one at a time, so each transaction holds one page.
+BATCH_PAGES = 4
 # Concurrent page transactions: Postgres works on one while Python parses and sends the next.
 PAGE_WRITERS = 3
 CONFIRM_BATCH = 500
@@ -90,12 +95,13 @@ class _Failed:
         self.exc = exc
 
 
-def prefetched(pages: Iterator[Page], depth: int = PREFETCH_PAGES) -> Iterator[Page]:
-    """Iterate ``pages`` with up to ``depth`` fetched ahead by a helper thread; errors surface in order."""
-    slots: queue.Queue[Page | _End | _Failed] = queue.Queue(maxsize=depth)
+def prefetched(pages: Iterator[Listing], depth: int = PREFETCH_PAGES, batch: int = 1) -> Iterator[list[Listing]]:
+    """Iterate ``pages`` with up to ``depth`` fetched ahead by a helper thread, in lists of the pages already there
+    (at least one, at most ``batch``); errors surface in order, after the pages fetched before them."""
+    slots: queue.Queue[Listing | _End | _Failed] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
-    def put(item: Page | _End | _Failed) -> bool:
+    def put(item: Listing | _End | _Failed) -> bool:
         while not stop.is_set():
             try:
                 slots.put(item, timeout=0.2)
@@ -116,13 +122,25 @@ def prefetched(pages: Iterator[Page], depth: int = PREFETCH_PAGES) -> Iterator[P
     worker = threading.Thread(target=produce, name="scim-prefetch", daemon=True)
     worker.start()
     try:
-        while True:
+        last: _End | _Failed | None = None
+        while last is None:
+            taken: list[Listing] = []
             item = slots.get()
-            if isinstance(item, _End):
-                return
-            if isinstance(item, _Failed):
-                raise item.exc
-            yield item
+            while True:
+                if isinstance(item, _End | _Failed):
+                    last = item
+                    break
+                taken.append(item)
+                if len(taken) >= batch:
+                    break
+                try:
+                    item = slots.get_nowait()
+                except queue.Empty:
+                    break
+            if taken:
+                yield taken
+        if isinstance(last, _Failed):
+            raise last.exc
     finally:
         stop.set()
         worker.join(timeout=5)
@@ -192,15 +210,26 @@ def reconcile_all(
         return Outcome(run_id, status, counters, error)
 
 
-def _write_page(run_id: int, page: Page, role_map: dict[str, str] | None) -> Counters:
-    """One page in one short transaction: the upsert statement plus the run row's counters; publish after commit."""
-    delta = Counters(pages_done=1, total_results=page.total_results, seen=len(page.users), failed=page.invalid)
+def _write_pages(run_id: int, listings: list[Listing], role_map: dict[str, str] | None) -> list[Counters]:
+    """Some pages in one short transaction: one upsert statement plus the run row's counters; publish after commit.
+
+    Returns one delta per page (the statement's created/updated/unchanged counts go on the last). The resources are
+    read here, not in the listing thread, so the next request goes out sooner.
+    """
+    pages = [listing.parse() for listing in listings]
+    deltas = [Counters(pages_done=1, total_results=p.total_results, seen=len(p.users), failed=p.invalid) for p in pages]
+    records = [user for page in pages for user in page.users]
     with unit_of_work() as session:
-        result = upsert_users(session, page.users, source=SOURCE, run_id=run_id, role_map=role_map)
-        _add(delta, result.created, result.updated, result.unchanged + result.stale)
-        add_progress(session, run_id, delta)
+        result = upsert_users(session, records, source=SOURCE, run_id=run_id, role_map=role_map)
+        # A user listed twice (paging shifted between two pages) is written once; the repeat counts as unchanged.
+        repeats = len(records) - result.created - result.updated - result.unchanged - result.stale
+        _add(deltas[-1], result.created, result.updated, result.unchanged + result.stale + repeats)
+        total = Counters()
+        for delta in deltas:
+            _merge(total, delta)
+        add_progress(session, run_id, total)
     publish_changes(result.changes)
-    return delta
+    return deltas
 
 
 class _Planner:
@@ -236,24 +265,25 @@ def _list(scim: ScimClient, run_id: int, counters: Counters, report: Progress, r
     """Stream the listing into :data:`PAGE_WRITERS` concurrent page transactions.
 
     Pages are disjoint, so their transactions do not contend except on the run row, which each updates last. At
-    most ``PREFETCH_PAGES + PAGE_WRITERS`` pages are in memory. Progress is reported from this (the task's) thread.
+    most ``PREFETCH_PAGES + PAGE_WRITERS * BATCH_PAGES`` pages are in memory. Progress is reported from this (the
+    task's) thread, once per page.
     """
-    inflight: set[Future[Counters]] = set()
+    inflight: set[Future[list[Counters]]] = set()
     planner = _Planner()
 
     def collect(block: bool) -> None:
         done, _ = wait(inflight, return_when=FIRST_COMPLETED) if block else (set(inflight), None)
         for future in [f for f in done if f.done()]:
             inflight.discard(future)
-            delta = future.result()
-            _merge(counters, delta)
-            report("listing", counters)
-            planner.grew(delta.created)
+            for delta in future.result():
+                _merge(counters, delta)
+                report("listing", counters)
+                planner.grew(delta.created)
 
     with ThreadPoolExecutor(max_workers=PAGE_WRITERS, thread_name_prefix="reconcile-writer") as pool:
         try:
-            for page in prefetched(scim.iter_pages()):
-                inflight.add(pool.submit(_write_page, run_id, page, role_map))
+            for listings in prefetched(scim.iter_listing(), batch=BATCH_PAGES):
+                inflight.add(pool.submit(_write_pages, run_id, listings, role_map))
                 if len(inflight) >= PAGE_WRITERS:
                     collect(block=True)
             while inflight:
@@ -264,7 +294,8 @@ def _list(scim: ScimClient, run_id: int, counters: Counters, report: Progress, r
                 future.cancel()
             for future in wait(inflight).done:
                 if not future.cancelled() and future.exception() is None:
-                    _merge(counters, future.result())
+                    for delta in future.result():
+                        _merge(counters, delta)
 
 
 def _retire_missing(scim: ScimClient, run_id: int, counters: Counters, report: Progress, share: float) -> str:

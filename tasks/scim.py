@@ -184,24 +184,49 @@ class Page:
     invalid: int = 0
 
 
-def parse_page(body: Any, start_index: int) -> Page:
-    """A SCIM ListResponse; raises :class:`DirectoryUnavailable` when it is not one."""
+@dataclass
+class Listing:
+    """One listing page as fetched: the envelope checked, its resources not yet read (see :meth:`parse`).
+
+    The listing loop needs only the envelope to ask for the next page; reading the resources is left to whoever
+    writes the page, so the next request is not held up by it.
+    """
+
+    start_index: int
+    total_results: int
+    resources: list[Any]
+    fetched_ms: int
+
+    @property
+    def items(self) -> int:
+        return len(self.resources)
+
+    def parse(self) -> Page:
+        page = Page(start_index=self.start_index, total_results=self.total_results, items=self.items)
+        for resource in self.resources:
+            try:
+                page.users.append(parse_user(resource, fetched_ms=self.fetched_ms))
+            except InvalidResource:
+                page.invalid += 1
+        if page.invalid:
+            log.warning("SCIM resources without a usable id skipped", extra={"count": page.invalid})
+        return page
+
+
+def read_listing(body: Any, start_index: int) -> Listing:
+    """The envelope of a SCIM ListResponse; raises :class:`DirectoryUnavailable` when it is not one."""
     if not isinstance(body, Mapping):
         raise DirectoryUnavailable("SCIM listing answered something that is not a ListResponse")
     total = body.get("totalResults")
     resources = body.get("Resources", [])
     if not isinstance(total, int) or isinstance(total, bool) or total < 0 or not isinstance(resources, list):
         raise DirectoryUnavailable("SCIM listing answered a ListResponse without totalResults/Resources")
-    fetched_ms = time.time_ns() // 1_000_000
-    page = Page(start_index=start_index, total_results=total, items=len(resources))
-    for resource in resources:
-        try:
-            page.users.append(parse_user(resource, fetched_ms=fetched_ms))
-        except InvalidResource:
-            page.invalid += 1
-    if page.invalid:
-        log.warning("SCIM resources without a usable id skipped", extra={"count": page.invalid})
-    return page
+    return Listing(start_index, total, resources, time.time_ns() // 1_000_000)
+
+
+def parse_page(body: Any, start_index: int) -> Page:
+    """A SCIM ListResponse, its users read; raises :class:`DirectoryUnavailable` when it is not one."""
+    return read_listing(body, start_index).parse()
 
 
 class ScimClient:
@@ -349,13 +374,22 @@ class ScimClient:
     # --- SCIM ----------------------------------------------------------------------------------------------
     def list_page(self, start_index: int, count: int | None = None) -> Page:
         """One page of ``/scim2/Users`` (1-based ``start_index``)."""
+        return self.fetch_listing(start_index, count).parse()
+
+    def fetch_listing(self, start_index: int, count: int | None = None) -> Listing:
+        """One page of ``/scim2/Users``, envelope checked, resources not yet read."""
         count = count or self.page_size
         response = self._scim("/Users", {"startIndex": start_index, "count": count})
         if response.status_code != 200:
             raise DirectoryUnavailable(f"SCIM listing answered HTTP {response.status_code}")
-        return parse_page(self._json(response), start_index)
+        return read_listing(self._json(response), start_index)
 
     def iter_pages(self, count: int | None = None, max_pages: int | None = None) -> Iterator[Page]:
+        """Every page of the directory, users read (see :meth:`iter_listing`)."""
+        for listing in self.iter_listing(count, max_pages):
+            yield listing.parse()
+
+    def iter_listing(self, count: int | None = None, max_pages: int | None = None) -> Iterator[Listing]:
         """Every page of the directory, one request at a time; never holds more than one page.
 
         Stops when ``totalResults`` is reached (re-read on every page, since the directory may change), on an
@@ -366,7 +400,7 @@ class ScimClient:
         cap = max_pages or get_settings().reconcile_max_pages
         start = 1
         for _ in range(cap):
-            page = self.list_page(start, count)
+            page = self.fetch_listing(start, count)
             if page.items == 0:
                 return
             yield page
