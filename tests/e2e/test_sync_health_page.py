@@ -8,20 +8,25 @@ import pytest
 from sqlalchemy import select
 
 from models.db import unit_of_work
+from models.inbox import parse_envelope
 from models.tables import SyncRun, WebhookEvent
+from tests import webhook_payloads as payloads
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("clean_db", "clean_redis")]
 
 
 def _failed_event() -> int:
+    """A well-formed event that failed earlier, so a replay can really apply it (a worker may be running)."""
+    body = payloads.sample("userCreated")
+    envelope = parse_envelope(body)
     with unit_of_work() as session:
         event = WebhookEvent(
-            jti="health-page-failed-1",
-            event_type="userCreated",
-            event_uri="https://schemas.identity.wso2.org/events/user/event-type/userCreated",
-            asgardeo_user_id="u-health",
-            iat=1,
-            payload={"jti": "health-page-failed-1"},
+            jti=envelope.jti,
+            event_type=envelope.event_type,
+            event_uri=envelope.event_uri,
+            asgardeo_user_id=envelope.asgardeo_user_id,
+            iat=envelope.iat,
+            payload=body,
             status="failed",
             attempts=5,
             last_error="DirectoryUnavailable: SCIM answered 503",
