@@ -383,6 +383,9 @@ def run(self: Any, run_id: int | None = None, trigger: str = "beat") -> dict[str
             return {"status": "refused", "running_run_id": exc.run_id}
 
     def report(phase: str, counters: Counters) -> None:
-        self.update_state(state="PROGRESS", meta={"run_id": run_id, "phase": phase, **counters.as_dict()})
+        progress = {"run_id": run_id, "phase": phase, **counters.as_dict()}
+        self.update_state(state="PROGRESS", meta=progress)
+        # Flower follows task events, not the result backend: a custom event puts the counters on its task page.
+        self.send_event("task-progress", **progress)
 
     return reconcile_all(run_id, task_id=self.request.id, progress=report).as_dict()
