@@ -33,6 +33,7 @@ from models.db import unit_of_work
 from models.settings import get_settings
 from models.tables import WebhookEvent
 from models.users import Change, UserRecord, apply_user_patch, upsert_users
+from tasks import metrics
 from tasks.app import app
 from tasks.coalesce import request_user_refresh
 from tasks.live import publish_changes
@@ -284,7 +285,9 @@ def apply(self: Task, event_id: int) -> str:
         except ValueError as exc:  # PermanentEventError, InvalidEnvelope, or a field the user rules refuse
             _record(int(event_id), exc, final=True)
             log.warning("event failed permanently", extra={"error": str(exc)})
+            metrics.inc("events_applied", outcome="failed")
             return "failed"
+        metrics.inc("events_applied", outcome=outcome.status)
         publish_changes(outcome.changes)
         if outcome.refresh_user is not None:
             try:

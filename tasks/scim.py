@@ -40,6 +40,7 @@ import requests
 
 from models.settings import Settings, get_settings
 from models.users import UserRecord
+from tasks import metrics
 from tasks.errors import DirectoryUnavailable, TransientError, UserGone
 from tasks.ratelimit import RateBudget, budget_for
 from tasks.redis_client import get_redis, key
@@ -335,14 +336,21 @@ class ScimClient:
         """One logical call: budget slot, timeout, retries on 429/5xx/network errors with backoff."""
         last_error = "no attempt made"
         for attempt in range(self.max_attempts):
-            self.budget.acquire()
+            waited = self.budget.acquire()
+            if waited > 0:
+                metrics.inc("rate_budget_waits")
+                metrics.inc("rate_budget_wait_seconds", waited)
             response: requests.Response | None = None
             try:
                 self.requests_sent += 1
                 response = self._http.request(method, url, timeout=self.timeout, **kwargs)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 last_error = type(exc).__name__
+                metrics.inc("scim_requests", status=last_error)
             else:
+                metrics.inc("scim_requests", status=str(response.status_code))
+                if response.status_code == 429:
+                    metrics.inc("scim_throttled")
                 if response.status_code not in _RETRY_STATUSES:
                     return response
                 last_error = f"HTTP {response.status_code}"

@@ -117,6 +117,7 @@ def parse_delivery(body: bytes, settings: Settings, now_ms: int) -> inbox.Envelo
 @bp.post("/asgardeo")
 def receive() -> tuple[Response, int]:
     """Verify, store, commit, enqueue; see the module docstring for every answer."""
+    started = time.perf_counter()
     settings = _settings()
     try:
         body = read_limited_body(settings.webhook_max_body_bytes)
@@ -134,6 +135,7 @@ def receive() -> tuple[Response, int]:
         metrics.inc("webhooks_rejected", reason="invalid_envelope")
         raise APIError(400, "invalid_envelope", "The body holds characters that cannot be stored.") from None
     except DB_UNAVAILABLE as exc:
+        metrics.inc("webhooks_rejected", reason="inbox_unavailable")
         log.warning("inbox unavailable; asking the sender to retry", extra={**extra, "error": type(exc).__name__})
         raise APIError(
             503, "inbox_unavailable", "The event store is unavailable; retry later.", headers={"Retry-After": "5"}
@@ -146,11 +148,13 @@ def receive() -> tuple[Response, int]:
     installed: ApplyPublisher | None = current_app.extensions.get("event_publisher")
     if installed is None and get_background_publisher().submit(event_id):
         # The answer does not wait for the broker: the row is committed, the thread sends the message.
+        metrics.observe("webhook_intake_seconds", time.perf_counter() - started)
         return jsonify(status="accepted", id=event_id, queued=True), 202
     # A publisher installed on the app (tests), or the background queue is full (back-pressure): send inline.
     unsent = (installed or get_publisher()).publish([event_id])
     if unsent:
         _leave_for_relay(event_id, extra)
+    metrics.observe("webhook_intake_seconds", time.perf_counter() - started)
     return jsonify(status="accepted", id=event_id, queued=not unsent), 202
 
 

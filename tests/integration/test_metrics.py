@@ -67,3 +67,37 @@ def test_metrics_token_is_enforced_when_set(app: Flask) -> None:
     assert client.get("/metrics").status_code == 401
     assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert client.get("/metrics", headers={"Authorization": "Bearer scrape-me"}).status_code == 200
+
+
+def _maybe(body: str, series: str) -> float:
+    match = re.search(rf"^{re.escape(series)} (\S+)$", body, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_metrics_move_when_webhooks_flow(client: FlaskClient, scrape: Scrape) -> None:
+    from tests import webhook_payloads as payloads
+
+    series = (
+        "asgardeo_sync_webhooks_received_total",
+        "asgardeo_sync_webhooks_duplicate_total",
+        'asgardeo_sync_webhooks_rejected_total{reason="invalid_signature"}',
+        "asgardeo_sync_webhook_intake_seconds_count",
+    )
+    before = scrape()
+    body = payloads.encode(payloads.sample("userCreated"))
+    signed = {**payloads.signed_headers(body), "Content-Type": "application/json"}
+    assert client.post("/webhooks/asgardeo", data=body, headers=signed).status_code == 202
+    assert client.post("/webhooks/asgardeo", data=body, headers=signed).status_code == 200
+    forged = {"X-Hub-Signature": "sha256=" + "0" * 64, "Content-Type": "application/json"}
+    assert client.post("/webhooks/asgardeo", data=body, headers=forged).status_code == 401
+    after = scrape()
+    assert [_maybe(after, s) - _maybe(before, s) for s in series] == [1.0, 1.0, 1.0, 1.0]
+
+
+def test_scim_calls_are_counted(scrape: Scrape, standin: object) -> None:
+    from tasks.scim import ScimClient
+
+    series = 'asgardeo_sync_scim_requests_total{status="200"}'
+    before = _maybe(scrape(), series)
+    ScimClient().list_page(1, 1)
+    assert _maybe(scrape(), series) - before >= 1.0
