@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--web-port", type=int, default=int(os.environ.get("PORT", "5000")))
     parser.add_argument("--flower-port", type=int, default=int(os.environ.get("FLOWER_PORT", "5555")))
     parser.add_argument("--standin-port", type=int, default=8300)
+    parser.add_argument("--postgres-port", type=int, default=55432, help="embedded PostgreSQL (when used)")
+    parser.add_argument("--redis-port", type=int, default=56379, help="embedded Redis (when used)")
     parser.add_argument("--check", action="store_true", help="start, prove everything works, then stop (for CI)")
     args = parser.parse_args(argv)
     with _single_instance():
@@ -147,12 +149,12 @@ def _prepare(args: argparse.Namespace, servers: list[EmbeddedPostgres | Embedded
     env.setdefault("BOOTSTRAP_ADMIN_EMAILS", "admin@example.com")
     web_url = f"http://127.0.0.1:{args.web_port}"
     if not _configured_externally("DATABASE_URL"):
-        pg = EmbeddedPostgres(DATA / "postgres", preferred_port=55432)
+        pg = EmbeddedPostgres(DATA / "postgres", preferred_port=args.postgres_port)
         servers.append(pg)
         env["DATABASE_URL"] = pg.start()
         _say(f"embedded PostgreSQL on 127.0.0.1:{pg.port} (data in .local/postgres)")
     if not _configured_externally("REDIS_URL"):
-        rd = EmbeddedRedis(DATA / "redis", preferred_port=56379)
+        rd = EmbeddedRedis(DATA / "redis", preferred_port=args.redis_port)
         servers.append(rd)
         env["REDIS_URL"] = rd.start()
         _say(f"embedded Redis on 127.0.0.1:{rd.port} (data in .local/redis)")

@@ -79,7 +79,8 @@ def missed_changes(after_id: int) -> list[dict[str, Any]]:
 
 
 class _StreamSlots:
-    """Counts this process's open streams: each holds a web thread, and the webhook intake needs the others."""
+    """Counts one app's open streams (one app per web process): each holds a web thread, and the webhook intake
+    needs the others."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -95,9 +96,6 @@ class _StreamSlots:
     def release(self) -> None:
         with self._lock:
             self.open = max(0, self.open - 1)
-
-
-_slots = _StreamSlots()
 
 
 def _stream(pubsub: Any, backlog: list[dict[str, Any]], last_id: int | None, settings: Settings) -> Iterator[str]:
@@ -136,7 +134,8 @@ def user_stream() -> Response:
     """``text/event-stream`` of user changes; resumes after ``Last-Event-ID``."""
     settings: Settings = current_app.config["SETTINGS"]
     last_id = parse_last_event_id(request.headers.get("Last-Event-ID") or request.args.get("last_event_id"))
-    if not _slots.acquire(settings.live_stream_max_per_process):
+    slots: _StreamSlots = current_app.extensions.setdefault("live_stream_slots", _StreamSlots())
+    if not slots.acquire(settings.live_stream_max_per_process):
         raise APIError(
             503, "stream_busy", "Too many live streams on this server; retry shortly.", headers={"Retry-After": "5"}
         )
@@ -145,18 +144,18 @@ def user_stream() -> Response:
         pubsub = get_redis().pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         pubsub.subscribe(channel())
     except redis.RedisError as exc:
-        _slots.release()
+        slots.release()
         log.warning("live stream unavailable", extra={"error": type(exc).__name__})
         raise APIError(503, "stream_unavailable", "The live stream is unavailable; retry later.") from None
     try:
         backlog = missed_changes(last_id) if last_id is not None else []
     except Exception:
-        _slots.release()
+        slots.release()
         pubsub.close()
         raise
     response = Response(_stream(pubsub, backlog, last_id, settings), mimetype="text/event-stream")
     # The server closes the response when the stream ends or the client goes away, started or not.
-    response.call_on_close(_slots.release)
+    response.call_on_close(slots.release)
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     return response

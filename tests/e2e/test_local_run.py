@@ -22,7 +22,7 @@ def _run_check(data_dir: Path) -> subprocess.CompletedProcess[str]:
         if name.startswith(("ASGARDEO_", "OIDC_", "SCIM_", "WEBHOOK_", "PUBLIC_BASE_URL", "SECRET_KEY", "APP_ENV")):
             env.pop(name)
     env["LOCALRUN_DATA_DIR"] = str(data_dir)
-    ports = [str(free_port()) for _ in range(3)]
+    ports = [str(free_port()) for _ in range(5)]
     return subprocess.run(
         [
             sys.executable,
@@ -35,6 +35,10 @@ def _run_check(data_dir: Path) -> subprocess.CompletedProcess[str]:
             ports[1],
             "--standin-port",
             ports[2],
+            "--postgres-port",
+            ports[3],
+            "--redis-port",
+            ports[4],
         ],
         cwd=ROOT,
         env=env,
