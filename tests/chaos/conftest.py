@@ -24,16 +24,6 @@ from tests.worker_process import Broker, ProcfileProcess, isolated_env, wait_htt
 DONE = ("applied", "ignored")
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
 # --- what the service holds ----------------------------------------------------------------------------------------
 
 

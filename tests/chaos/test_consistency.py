@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tests.chaos.conftest import Pipeline, duplicate_usernames, inbox_counts, mismatches, wait_for
+from tests.chaos.conftest import Pipeline, duplicate_usernames, inbox_counts, mismatches
+from tests.polling import wait_for
 
 SEED = 20261128
 SEEDED = 2000

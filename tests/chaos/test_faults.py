@@ -18,8 +18,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import delete, func, select, text
 
 from localrun.embedded import EmbeddedRedis
-from tests.chaos.conftest import Pipeline, duplicate_usernames, inbox_counts, mismatches, wait_for
+from tests.chaos.conftest import Pipeline, duplicate_usernames, inbox_counts, mismatches
 from tests.chaos.tcp_proxy import TcpProxy
+from tests.polling import wait_for
 from tests.webhook_payloads import claims, encode, event, signed_headers
 
 pytestmark = pytest.mark.slow

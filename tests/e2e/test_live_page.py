@@ -17,19 +17,10 @@ from localrun.embedded import free_port
 from models.db import unit_of_work
 from models.users import apply_user_patch
 from tasks.live import publish_changes
+from tests.polling import wait_for
 from tests.stack import WEBHOOK_SECRET, LiveServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("clean_db", "clean_redis")]
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

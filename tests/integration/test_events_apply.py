@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,20 +14,11 @@ from sqlalchemy import func, select
 from models.db import SessionFactory, get_engine, unit_of_work
 from models.tables import AppSession, User, UserChange, WebhookEvent
 from tasks.events import ApplyPublisher, relay
+from tests.polling import wait_for
 from tests.stack import WEBHOOK_SECRET, LiveServer
 from tests.webhook_payloads import claims, encode, event, signed_headers
 
 pytestmark = pytest.mark.usefixtures("celery_worker", "clean_db")
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def user(asgardeo_id: str) -> User | None:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,19 +14,10 @@ from models import inbox
 from models.db import SessionFactory, get_engine
 from models.tables import User, WebhookEvent
 from tasks.events import ApplyPublisher, BackgroundPublisher
+from tests.polling import wait_for
 from tests.webhook_payloads import claims, encode, event, signed_headers
 
 pytestmark = pytest.mark.usefixtures("clean_db", "clean_redis")
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def statuses() -> dict[str, str]:
