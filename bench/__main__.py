@@ -24,7 +24,7 @@ PLAN: dict[str, tuple[list[str], list[str]]] = {
     "intake": ([], ["--events", "2000", "--paced-seconds", "5"]),
     "e2e_lag": ([], ["--seconds", "8"]),
     "login_callback": ([], ["--iterations", "100"]),
-    "reconcile": (["--sizes", "10000,100000", "--skip-limited"], ["--sizes", "10000", "--skip-limited"]),
+    "reconcile": (["--sizes", "10000,100000"], ["--sizes", "10000", "--skip-limited"]),
     "load": ([], ["--seconds", "10"]),
 }
 
