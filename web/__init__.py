@@ -10,8 +10,10 @@ import re
 import secrets
 import time
 import uuid
+from typing import Any
 
 from flask import Flask, Response, g, request
+from sqlalchemy.exc import SQLAlchemyError
 
 from models import logs
 from models.settings import Settings, get_settings
@@ -30,6 +32,7 @@ from web import (
     sync_health,
     webhooks,
 )
+from web.access import current_user
 from web.errors import register_error_handlers
 
 log = logging.getLogger(__name__)
@@ -59,7 +62,16 @@ def create_app(settings: Settings | None = None) -> Flask:
     for module in blueprints:
         app.register_blueprint(module.bp)
     _install_request_ids(app)
+    app.context_processor(_template_user)
     return app
+
+
+def _template_user() -> dict[str, Any]:
+    """The signed-in user for the page header. An error page must still render when the database is away."""
+    try:
+        return {"user": current_user()}
+    except SQLAlchemyError:
+        return {"user": None}
 
 
 def _install_request_ids(app: Flask) -> None:

@@ -6,7 +6,7 @@ for people and as JSON for scripts. The page's replay buttons call the admin eve
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, render_template
@@ -19,6 +19,16 @@ from models.tables import EVENT_STATUSES, SyncRun, User, WebhookEvent
 from web.access import require_role
 
 bp = Blueprint("sync_health", __name__, url_prefix="/admin")
+
+
+@bp.app_template_filter("when")
+def when(iso: str | None) -> str:
+    """An ISO timestamp as people read it on the page: ``2026-11-28 05:00 UTC`` (stored times are UTC)."""
+    if not iso:
+        return ""
+    return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 FAILED_SHOWN = 20
 
 
