@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from models.db import unit_of_work
 from models.settings import Settings
 from models.tables import EVENT_STATUSES, SyncRun, User, WebhookEvent
+from tasks.subscriptions import subscriptions
 from web.access import require_role
 
 bp = Blueprint("sync_health", __name__, url_prefix="/admin")
@@ -89,6 +90,10 @@ def snapshot(session: Session) -> dict[str, Any]:
             for e in failed
         ],
         "users": {status: users.get(status, 0) for status in ("active", "inactive", "deleted")},
+        "subscriptions": {
+            topic: {**entry, "at": _iso(datetime.fromtimestamp(entry["at"], UTC))}
+            for topic, entry in sorted(subscriptions().items())
+        },
     }
 
 

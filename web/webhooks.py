@@ -25,6 +25,7 @@ from models.db import get_engine
 from models.settings import Settings
 from tasks import metrics
 from tasks.events import ApplyPublisher, get_background_publisher, get_publisher
+from tasks.subscriptions import record_handshake
 from web.errors import APIError
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
@@ -57,7 +58,9 @@ def handshake() -> Response:
         raise APIError(400, "invalid_hub_mode", "hub.mode must be subscribe or unsubscribe.")
     if not challenge or len(challenge) > MAX_CHALLENGE_LENGTH or not challenge.isprintable():
         raise APIError(400, "invalid_hub_challenge", "hub.challenge must be 1-512 printable characters.")
-    log.info("websub handshake answered", extra={"mode": mode, "topic": request.args.get("hub.topic", "")[:300]})
+    topic = request.args.get("hub.topic", "")[:300]
+    log.info("websub handshake answered", extra={"mode": mode, "topic": topic})
+    record_handshake(topic, mode, request.args.get("hub.lease_seconds", "")[:20] or None)
     return Response(challenge, status=200, mimetype="text/plain")
 
 

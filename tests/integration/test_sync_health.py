@@ -38,3 +38,31 @@ def test_page_renders_for_admins(client: FlaskClient, admin_headers: dict[str, s
     response = client.get("/admin/health", headers=admin_headers)
     assert response.status_code == 200
     assert "No reconciliation has succeeded yet." in response.get_data(as_text=True)
+
+
+def test_webhook_handshakes_show_as_subscription_status(
+    client: FlaskClient, admin_headers: dict[str, str], clean_redis: None
+) -> None:
+    topic = "https://schemas.identity.wso2.org/events/user"
+    answer = client.get(
+        "/webhooks/asgardeo",
+        query_string={
+            "hub.mode": "subscribe",
+            "hub.topic": topic,
+            "hub.challenge": "c1",
+            "hub.lease_seconds": "864000",
+        },
+    )
+    assert answer.get_data(as_text=True) == "c1"
+    subscriptions = client.get("/admin/health/summary", headers=admin_headers).json["subscriptions"]
+    assert subscriptions[topic]["mode"] == "subscribe"
+    assert subscriptions[topic]["lease_seconds"] == "864000"
+    page = client.get("/admin/health", headers=admin_headers).get_data(as_text=True)
+    assert topic in page
+
+
+def test_refused_handshakes_are_not_recorded(
+    client: FlaskClient, admin_headers: dict[str, str], clean_redis: None
+) -> None:
+    client.get("/webhooks/asgardeo", query_string={"hub.mode": "hijack", "hub.topic": "t", "hub.challenge": "c"})
+    assert client.get("/admin/health/summary", headers=admin_headers).json["subscriptions"] == {}
