@@ -25,12 +25,12 @@ from typing import Any
 from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.orm import Session
 
+from models.settings import get_settings
 from models.tables import SyncRun
 
 # Fixed 63-bit keys: stable across deployments, unlikely to meet anyone else's advisory lock in this database.
 RUN_LOCK_KEY = 0x4153_4744_5243_4E01  # "ASGDRCN" + 1
 CREATE_LOCK_KEY = 0x4153_4744_5243_4E02
-DEFAULT_STALE_AFTER = timedelta(minutes=15)
 
 
 class RunInProgress(Exception):
@@ -83,7 +83,7 @@ def start_full_run(
     *,
     trigger: str,
     requested_by: str | None = None,
-    stale_after: timedelta = DEFAULT_STALE_AFTER,
+    stale_after: timedelta | None = None,
 ) -> SyncRun:
     """Insert a ``running`` full run, or raise :class:`RunInProgress` naming the one already running.
 
@@ -92,6 +92,8 @@ def start_full_run(
     session.execute(select(func.pg_advisory_xact_lock(CREATE_LOCK_KEY)))
     current = running_full_run(session)
     if current is not None:
+        if stale_after is None:
+            stale_after = timedelta(seconds=get_settings().reconcile_stale_after_seconds)
         abandoned = not lock_holder_exists(session) and current.heartbeat_at < datetime.now(UTC) - stale_after
         if not abandoned:
             raise RunInProgress(current.id)

@@ -88,6 +88,8 @@ class Settings(BaseSettings):
 
     reconcile_cron: str = "0 2 * * *"
     reconcile_max_deactivate_share: float = Field(default=0.05, ge=0, le=1)
+    # A running full run whose worker holds no lock and whose heartbeat is older than this was abandoned.
+    reconcile_stale_after_seconds: int = Field(default=900, ge=60)
     # A bound on the listing loop: a directory that keeps answering pages past this is treated as broken.
     reconcile_max_pages: int = Field(default=20_000, ge=1)
 
