@@ -174,10 +174,13 @@ def load(
     concurrency: int,
     rate: float | None = None,
     timeout: float = 60.0,
-    on_response: Callable[[int, float], None] | None = None,
+    on_response: Callable[[int, float, float, int], None] | None = None,
 ) -> Result:
-    """Send every body once over keep-alive connections; ``rate`` paces the sends (open loop), else as fast as
-    possible. Bounded by count and by ``timeout`` seconds."""
+    """Send every body once over keep-alive connections; ``rate`` paces the sends (open loop: send ``i`` is due at
+    ``start + i / rate``), else as fast as possible. Bounded by count and by ``timeout`` seconds.
+
+    ``on_response(index, sent_at_epoch_s, latency_ms, status)`` sees every answer, for callers that need per-send
+    records (lag, latency windows)."""
     lock = threading.Lock()
     latencies: list[float] = []
     statuses: dict[int, int] = {}
@@ -198,6 +201,7 @@ def load(
                 if delay > 0:
                     time.sleep(delay)
             raw, headers = bodies[index]
+            sent_at = time.time()
             t0 = time.perf_counter()
             try:
                 conn.request("POST", path, body=raw, headers=headers)
@@ -210,7 +214,7 @@ def load(
                 status = 0
             elapsed = (time.perf_counter() - t0) * 1000
             if on_response is not None:
-                on_response(index, time.time())
+                on_response(index, sent_at, elapsed, status)
             with lock:
                 latencies.append(elapsed)
                 statuses[status] = statuses.get(status, 0) + 1

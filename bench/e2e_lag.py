@@ -25,7 +25,6 @@ import json
 import os
 import subprocess
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -34,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench._support import ROOT, SECRET, free_port, services
+from bench._support import ROOT, SECRET, free_port, load, services
 from tests.webhook_payloads import claims, encode, event, signature
 
 RESULTS = ROOT / "bench" / "results" / "e2e_lag.json"
@@ -80,42 +79,14 @@ def plan_deliveries(count: int) -> list[Delivery]:
 def send_paced(
     port: int, plan: list[Delivery], rate: float, clients: int, limit_seconds: float
 ) -> list[tuple[float, int]]:
-    """Open-loop: delivery ``i`` is due at ``start + i / rate``. Returns (send wall time, status) per delivery."""
+    """Open-loop at ``rate``. Returns (send wall time, status) per delivery; unsent ones keep status -1."""
     results: list[tuple[float, int]] = [(0.0, -1)] * len(plan)
-    lock = threading.Lock()
-    cursor = iter(range(len(plan)))
-    start = time.perf_counter()
-    stop_at = start + limit_seconds
 
-    def worker() -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        while True:
-            with lock:
-                index = next(cursor, None)
-            if index is None or time.perf_counter() > stop_at:
-                break
-            delay = start + index / rate - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            item = plan[index]
-            sent_at = time.time()
-            try:
-                conn.request("POST", "/webhooks/asgardeo", body=item.raw, headers=item.headers)
-                response = conn.getresponse()
-                response.read()
-                status = response.status
-            except (OSError, http.client.HTTPException):
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-                status = 0
-            results[index] = (sent_at, status)
-        conn.close()
+    def record(index: int, sent_at: float, _latency_ms: float, status: int) -> None:
+        results[index] = (sent_at, status)
 
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    bodies = [(item.raw, item.headers) for item in plan]
+    load(port, "/webhooks/asgardeo", bodies, concurrency=clients, rate=rate, timeout=limit_seconds, on_response=record)
     return results
 
 

@@ -14,7 +14,6 @@ first window is the baseline of the ratios. Results go to ``bench/results/load.j
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import sys
@@ -25,6 +24,7 @@ from typing import Any
 import psutil
 
 from bench._support import ROOT, median, services
+from bench._support import load as send
 from bench.intake import deliveries
 
 RESULTS = ROOT / "bench" / "results" / "load.json"
@@ -53,41 +53,15 @@ def pct(values: list[float], share: float) -> float:
 
 def paced_send(port: int, bodies: list[tuple[bytes, dict[str, str]]], rate: float, clients: int) -> list[tuple]:
     """Send every body once, open loop at ``rate``; returns ``(offset_s, latency_ms, status)`` per send."""
-    lock = threading.Lock()
-    cursor = iter(range(len(bodies)))
     samples: list[tuple[float, float, int]] = []
-    start = time.perf_counter()
+    lock = threading.Lock()
+    start = time.time()
 
-    def client() -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        while True:
-            with lock:
-                index = next(cursor, None)
-            if index is None:
-                break
-            due = start + index / rate
-            if (delay := due - time.perf_counter()) > 0:
-                time.sleep(delay)
-            raw, headers = bodies[index]
-            t0 = time.perf_counter()
-            try:
-                conn.request("POST", "/webhooks/asgardeo", body=raw, headers=headers)
-                response = conn.getresponse()
-                response.read()
-                status = response.status
-            except (OSError, http.client.HTTPException):
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-                status = 0
-            with lock:
-                samples.append((t0 - start, (time.perf_counter() - t0) * 1000, status))
-        conn.close()
+    def record(_index: int, sent_at: float, latency_ms: float, status: int) -> None:
+        with lock:
+            samples.append((sent_at - start, latency_ms, status))
 
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    send(port, "/webhooks/asgardeo", bodies, concurrency=clients, rate=rate, timeout=3600, on_response=record)
     return samples
 
 
