@@ -35,6 +35,7 @@ from models.tables import WebhookEvent
 from models.users import Change, UserRecord, apply_user_patch, upsert_users
 from tasks import metrics
 from tasks.app import app
+from tasks.arguments import positive_id
 from tasks.coalesce import request_user_refresh
 from tasks.live import publish_changes
 
@@ -279,11 +280,14 @@ _settings = get_settings()
 )
 def apply(self: Task, event_id: int) -> str:
     """Apply inbox event ``event_id``; transient database errors retry with backoff, then the event is ``failed``."""
+    if positive_id(event_id) is None:
+        log.warning("events.apply called with a malformed event id; ignored", extra={"event_id": repr(event_id)[:40]})
+        return "rejected"
     with logs.bind(event_id=event_id):
         try:
-            outcome = apply_event(int(event_id))
+            outcome = apply_event(event_id)
         except ValueError as exc:  # PermanentEventError, InvalidEnvelope, or a field the user rules refuse
-            _record(int(event_id), exc, final=True)
+            _record(event_id, exc, final=True)
             log.warning("event failed permanently", extra={"error": str(exc)})
             metrics.inc("events_applied", outcome="failed")
             return "failed"

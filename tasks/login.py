@@ -16,6 +16,7 @@ from models.db import unit_of_work
 from models.tables import User, UserChange
 from models.users import record_change
 from tasks.app import app
+from tasks.arguments import positive_id
 from tasks.coalesce import request_user_refresh
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,9 @@ def record_login(session: Session, user_id: int, session_id: int) -> str | None:
 )
 def login_followup(user_id: int, session_id: int) -> None:
     """Audit the login and ask for a coalesced SCIM refresh; retried with backoff while Postgres is unreachable."""
+    if positive_id(user_id) is None or positive_id(session_id) is None:
+        log.warning("login follow-up with malformed ids; ignored", extra={"user_id": repr(user_id)[:40]})
+        return
     with unit_of_work() as session:
         asgardeo_id = record_login(session, user_id, session_id)
     if asgardeo_id is None:

@@ -51,6 +51,7 @@ from models.settings import get_settings
 from models.tables import User
 from models.users import Change, apply_user_patch, upsert_users
 from tasks.app import app
+from tasks.arguments import positive_id
 from tasks.errors import DirectoryError, UserGone
 from tasks.live import publish_changes
 from tasks.scim import Listing, ScimClient
@@ -371,7 +372,7 @@ def run(self: Any, run_id: int | None = None, trigger: str = "beat") -> dict[str
     first and passes its id. A second run while one is running is refused, not queued. Not retried: the next
     trigger (or tomorrow night) runs again, and every step is idempotent.
     """
-    if run_id is not None and (not isinstance(run_id, int) or isinstance(run_id, bool) or run_id < 1):
+    if run_id is not None and positive_id(run_id) is None:
         log.warning("reconcile.run called with a bad run id; ignored")
         return {"status": "rejected", "error": "run_id must be a positive integer"}
     if run_id is None:
