@@ -14,6 +14,7 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.routing import IntegerConverter, Map
 
 from models import logs
 from models.settings import Settings, get_settings
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     logs.configure_logging(settings.log_level)
 
     app = Flask(__name__)
+    app.url_map.converters["int"] = DatabaseIdConverter
     app.config.update(
         SETTINGS=settings,
         SECRET_KEY=(settings.secret_key.get_secret_value() if settings.secret_key else secrets.token_hex(32)),
@@ -64,6 +66,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     _install_request_ids(app)
     app.context_processor(_template_user)
     return app
+
+
+class DatabaseIdConverter(IntegerConverter):
+    """``<int:...>`` in routes means a database id: past Postgres's bigint it is a 404, never a driver error."""
+
+    def __init__(self, url_map: Map, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", 2**63 - 1)
+        super().__init__(url_map, *args, **kwargs)
 
 
 def _template_user() -> dict[str, Any]:

@@ -140,3 +140,12 @@ def test_non_admins_are_refused_and_anonymous_is_401(client: FlaskClient, make_s
     assert client.get("/admin/users", headers=_bearer(employee)).status_code == 403
     assert client.get("/admin/users").status_code == 401
     assert client.get("/admin/users", headers=_bearer("forged-token")).status_code == 401
+
+
+@pytest.mark.parametrize("path", ["/admin/users/9223372036854775808", "/admin/events/99999999999999999999"])
+def test_ids_past_bigint_are_404_not_a_database_error(
+    client: FlaskClient, admin_headers: dict[str, str], path: str
+) -> None:
+    response = client.get(path, headers=admin_headers)
+    assert response.status_code == 404
+    assert response.json["error"] == "not_found"
