@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from flask import Blueprint, Response, jsonify, render_template
 from sqlalchemy import func, select
@@ -13,6 +12,7 @@ from models.db import SessionFactory, get_engine, unit_of_work
 from models.tables import EVENT_STATUSES, User, UserChange, WebhookEvent
 from web.access import current_user, require_role
 from web.errors import APIError
+from web.serialize import event_json
 from web.validate import choice_arg, int_arg, optional_int_arg, text_arg
 from web.webhooks import publisher
 
@@ -23,22 +23,6 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 REPLAY_ALL_LIMIT = 1000
 LIVE_PAGE_USERS = 500
-
-
-def event_summary(row: WebhookEvent) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "jti": row.jti,
-        "event_type": row.event_type,
-        "user_id": row.asgardeo_user_id,
-        "iat": row.iat,
-        "status": row.status,
-        "attempts": row.attempts,
-        "last_error": row.last_error,
-        "received_at": row.received_at.isoformat() if row.received_at else None,
-        "queued_at": row.queued_at.isoformat() if row.queued_at else None,
-        "processed_at": row.processed_at.isoformat() if row.processed_at else None,
-    }
 
 
 @bp.get("/events")
@@ -55,7 +39,7 @@ def list_events() -> Response:
         rows = inbox.list_events(
             session, status=status, event_type=event_type, asgardeo_user_id=user_id, before_id=before_id, limit=limit
         )
-        items = [event_summary(r) for r in rows]
+        items = [event_json(r) for r in rows]
     next_before = items[-1]["id"] if len(items) == limit else None
     return jsonify(events=items, next_before_id=next_before)
 
@@ -69,7 +53,7 @@ def show_event(event_id: int) -> Response:
         row = inbox.get_event(session, event_id)
         if row is None:
             raise APIError(404, "not_found", f"No event {event_id}.")
-        return jsonify(event={**event_summary(row), "event_uri": row.event_uri, "payload": row.payload})
+        return jsonify(event={**event_json(row), "event_uri": row.event_uri, "payload": row.payload})
 
 
 def _actor() -> str | None:

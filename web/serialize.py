@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from models.tables import User, UserChange
+from models.tables import User, UserChange, WebhookEvent
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -33,18 +33,39 @@ def user_json(user: User) -> dict[str, Any]:
     }
 
 
+OWN_PROFILE_FIELDS = (
+    "id",
+    "asgardeo_id",
+    "username",
+    "email",
+    "first_name",
+    "last_name",
+    "role",
+    "status",
+    "last_login_at",
+)
+
+
 def own_profile_json(user: User) -> dict[str, Any]:
     """What a person sees of themselves (``/auth/me``, the login answer): no sync internals."""
+    full = user_json(user)
+    return {name: full[name] for name in OWN_PROFILE_FIELDS}
+
+
+def event_json(row: WebhookEvent) -> dict[str, Any]:
+    """An inbox event without its payload (admins ask for the payload of one event at a time)."""
     return {
-        "id": user.id,
-        "asgardeo_id": user.asgardeo_id,
-        "username": user.username,
-        "email": user.email,
-        "first_name": user.first_name,
-        "last_name": user.last_name,
-        "role": user.role,
-        "status": user.status,
-        "last_login_at": _iso(user.last_login_at),
+        "id": row.id,
+        "jti": row.jti,
+        "event_type": row.event_type,
+        "user_id": row.asgardeo_user_id,
+        "iat": row.iat,
+        "status": row.status,
+        "attempts": row.attempts,
+        "last_error": row.last_error,
+        "received_at": _iso(row.received_at),
+        "queued_at": _iso(row.queued_at),
+        "processed_at": _iso(row.processed_at),
     }
 
 

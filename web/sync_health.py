@@ -18,6 +18,7 @@ from models.settings import Settings
 from models.tables import EVENT_STATUSES, SyncRun, User, WebhookEvent
 from tasks.subscriptions import subscriptions
 from web.access import require_role
+from web.serialize import event_json
 
 bp = Blueprint("sync_health", __name__, url_prefix="/admin")
 
@@ -77,18 +78,7 @@ def snapshot(session: Session) -> dict[str, Any]:
         "inbox": backlog,
         "oldest_pending_event_at": _iso(oldest_pending),
         "last_webhook_received_at": _iso(last_delivery),
-        "failed_events": [
-            {
-                "id": e.id,
-                "jti": e.jti,
-                "event_type": e.event_type,
-                "user_id": e.asgardeo_user_id,
-                "attempts": e.attempts,
-                "last_error": e.last_error,
-                "received_at": _iso(e.received_at),
-            }
-            for e in failed
-        ],
+        "failed_events": [event_json(e) for e in failed],
         "users": {status: users.get(status, 0) for status in ("active", "inactive", "deleted")},
         "subscriptions": {
             topic: {**entry, "at": _iso(datetime.fromtimestamp(entry["at"], UTC))}
