@@ -11,6 +11,7 @@ Records are frozen; an update replaces the record, so readers may serialise reco
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import threading
@@ -102,6 +103,7 @@ def hash_password(password: str) -> str:
     return hashlib.sha256(password.encode()).hexdigest()
 
 
+@functools.lru_cache(maxsize=4096)
 def group_id(name: str) -> str:
     """Deterministic group id, so SCIM ``groups[].value`` is stable across runs."""
     return str(uuid.uuid5(_NAMESPACE, f"group:{name}"))
