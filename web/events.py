@@ -98,6 +98,22 @@ class _StreamSlots:
             self.open = max(0, self.open - 1)
 
 
+def _published(data: Any) -> list[tuple[dict[str, Any], int]]:
+    """The changes of one pub/sub message (a JSON array, see :mod:`tasks.live`) with their ids; malformed ones are
+    dropped (the audit trail still has them)."""
+    try:
+        messages = json.loads(data)
+    except (ValueError, TypeError):
+        return []
+    readable: list[tuple[dict[str, Any], int]] = []
+    for message in messages if isinstance(messages, list) else []:
+        try:
+            readable.append((message, int(message["id"])))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return readable
+
+
 def _stream(pubsub: Any, backlog: list[dict[str, Any]], last_id: int | None, settings: Settings) -> Iterator[str]:
     started = time.monotonic()
     deadline = started + settings.live_stream_max_seconds
@@ -110,15 +126,11 @@ def _stream(pubsub: Any, backlog: list[dict[str, Any]], last_id: int | None, set
         while (now := time.monotonic()) < deadline:
             raw = pubsub.get_message(ignore_subscribe_messages=True, timeout=min(POLL_SECONDS, deadline - now))
             if raw is not None and raw.get("type") == "message":
-                try:
-                    message = json.loads(raw["data"])
-                    change_id = int(message["id"])
-                except (ValueError, KeyError, TypeError):
-                    continue
-                if last_id is not None and change_id <= last_id:
-                    continue  # already sent from the audit trail
-                last_id = change_id
-                yield format_event(message)
+                for message, change_id in _published(raw["data"]):
+                    if last_id is not None and change_id <= last_id:
+                        continue  # already sent from the audit trail
+                    last_id = change_id
+                    yield format_event(message)
             elif time.monotonic() >= next_heartbeat:
                 next_heartbeat = time.monotonic() + settings.live_stream_heartbeat_seconds
                 yield ": heartbeat\n\n"

@@ -81,3 +81,21 @@ def test_stream_resumes_after_last_event_id_then_goes_live(
         received = next(stream)
         assert received["id"] == live.change_id
         assert received["asgardeo_id"] == live.asgardeo_id
+
+
+def test_one_published_batch_becomes_one_event_per_change_and_junk_is_skipped(
+    live_server: LiveServer, admin_headers: dict[str, str]
+) -> None:
+    from tasks.live import channel
+    from tasks.redis_client import get_redis
+
+    with requests.get(live_server.url + "/events/users", headers=admin_headers, stream=True, timeout=10) as response:
+        assert response.status_code == 200
+        stream = sse_events(response)
+        batch = [change(f"Batch{i}") for i in range(3)]
+        for junk in (b"not json", b'{"id": 1}', b'[{"no": "id"}, 7, {"id": "x"}]'):
+            get_redis().publish(channel(), junk)
+        assert publish_changes(batch) == 3
+        received = [next(stream) for _ in batch]
+    assert [e["id"] for e in received] == [c.change_id for c in batch]
+    assert [e["changes"]["first_name"][1] for e in received] == ["Batch0", "Batch1", "Batch2"]
