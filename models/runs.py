@@ -138,16 +138,20 @@ def record_progress(session: Session, run_id: int, counters: Counters) -> None:
     session.execute(update(SyncRun).where(SyncRun.id == run_id).values(heartbeat_at=func.now(), **counters.as_dict()))
 
 
+_ADD_PROGRESS_SQL = text(
+    "UPDATE sync_runs SET heartbeat_at = now(), total_results = COALESCE(:total_results, total_results),"
+    " pages_done = pages_done + :pages_done, seen = seen + :seen, created = created + :created,"
+    " updated = updated + :updated, unchanged = unchanged + :unchanged, deactivated = deactivated + :deactivated,"
+    " failed = failed + :failed WHERE id = :run_id"
+)
+
+
 def add_progress(session: Session, run_id: int, delta: Counters) -> None:
-    """Add one page's counts to the run row; safe for concurrent page writers (the row lock orders them)."""
-    values: dict[str, Any] = {"heartbeat_at": func.now()}
-    for name, value in delta.as_dict().items():
-        if name == "total_results":
-            if value is not None:
-                values[name] = value
-        elif value:
-            values[name] = getattr(SyncRun, name) + value
-    session.execute(update(SyncRun).where(SyncRun.id == run_id).values(**values))
+    """Add one page's counts to the run row; safe for concurrent page writers (the row lock orders them).
+
+    One constant statement (no ORM update to compile and synchronise): it runs once per page of a listing.
+    """
+    session.execute(_ADD_PROGRESS_SQL, {"run_id": run_id, **delta.as_dict()})
 
 
 def note_error(session: Session, run_id: int, error: str) -> None:
