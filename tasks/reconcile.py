@@ -4,12 +4,13 @@
 :func:`reconcile_all` does the work and needs no Celery:
 
 1. Take the run lock without waiting (:func:`models.runs.hold_run_lock`); a second run is refused.
-2. Stream the listing page by page (the next page is fetched while earlier ones are written, never more than
-   :data:`PREFETCH_PAGES` ahead, so memory stays flat). The pages fetched by the time a writer is free (at most
-   :data:`BATCH_PAGES`; one under the rate limit) go into one short transaction: one
-   :func:`models.users.upsert_users` statement, which keeps the app's own fields, skips stale rows and stamps every
-   seen user with the run id, plus the run row's counters. Changes are published after each commit. While a run
-   grows the table (a first sync), ``users`` is re-analyzed so the statement's plans fit its size.
+2. Stream the listing (``SCIM_LIST_CONCURRENCY`` page requests in flight, each inside the rate budget, pages
+   taken in index order; fetched while earlier ones are written, never more than :data:`PREFETCH_PAGES` ahead, so
+   memory stays flat). The pages fetched by the time a writer is free (at most :data:`BATCH_PAGES`; one under the
+   rate limit) go into one short transaction: one :func:`models.users.upsert_users` statement, which keeps the
+   app's own fields, skips stale rows and stamps every seen user with the run id, plus the run row's counters.
+   Changes are published after each commit, one message per transaction. While a run grows the table (a first
+   sync), ``users`` is re-analyzed so the statement's plans fit its size.
 3. Only if the listing completed: every active local user the listing did not show is asked for with a single GET
    (index paging shifts when users are added or removed mid-run, so "not listed" does not yet mean "gone"). A user
    that answers is upserted; a 404 is really gone.
@@ -53,7 +54,7 @@ from models.users import Change, apply_user_patch, upsert_users
 from tasks.app import app
 from tasks.arguments import positive_id
 from tasks.errors import DirectoryError, UserGone
-from tasks.live import publish_changes
+from tasks.live import publish_changes, publish_encoded
 from tasks.scim import Listing, ScimClient
 
 log = logging.getLogger(__name__)
@@ -229,7 +230,7 @@ def _write_pages(run_id: int, listings: list[Listing], role_map: dict[str, str] 
         for delta in deltas:
             _merge(total, delta)
         add_progress(session, run_id, total)
-    publish_changes(result.changes)
+    publish_encoded(result.encoded_changes, result.created + result.updated)
     return deltas
 
 
@@ -266,7 +267,7 @@ def _list(scim: ScimClient, run_id: int, counters: Counters, report: Progress, r
     """Stream the listing into :data:`PAGE_WRITERS` concurrent page transactions.
 
     Pages are disjoint, so their transactions do not contend except on the run row, which each updates last. At
-    most ``PREFETCH_PAGES + PAGE_WRITERS * BATCH_PAGES`` pages are in memory. Progress is reported from this (the
+    most ``SCIM_LIST_CONCURRENCY + PREFETCH_PAGES + PAGE_WRITERS * BATCH_PAGES`` pages are in memory. Progress is reported from this (the
     task's) thread, once per page.
     """
     inflight: set[Future[list[Counters]]] = set()

@@ -28,8 +28,11 @@ import hashlib
 import logging
 import random
 import re
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -233,7 +236,8 @@ def parse_page(body: Any, start_index: int) -> Page:
 class ScimClient:
     """A client for one Asgardeo organisation. Defaults come from the settings; tests pass their own.
 
-    Not thread-safe (one ``requests.Session``); create one per thread.
+    Safe to share between threads: each thread sends through its own ``requests.Session`` (unless one was passed
+    in, which is then shared), so :meth:`iter_listing` can keep several pages in flight.
     """
 
     def __init__(
@@ -249,6 +253,7 @@ class ScimClient:
         timeout: float | None = None,
         max_attempts: int | None = None,
         page_size: int | None = None,
+        list_concurrency: int | None = None,
         backoff_base: float = 0.5,
         backoff_cap: float = 20.0,
         sleep: Callable[[float], None] = time.sleep,
@@ -267,14 +272,17 @@ class ScimClient:
         self.timeout = timeout if timeout is not None else settings.scim_http_timeout_seconds
         self.max_attempts = max_attempts if max_attempts is not None else settings.scim_max_attempts
         self.page_size = page_size or settings.scim_page_size
+        self.list_concurrency = max(1, list_concurrency or settings.scim_list_concurrency)
         self.budget = budget or budget_for(self.base_url, settings)
-        self._http = http or requests.Session()
+        self._shared_http = http
+        self._local = threading.local()
         self._cache = cache or get_redis()
         digest = hashlib.sha256(f"{self.base_url}|{cid}".encode()).hexdigest()[:16]
         self._token_key = key(f"scim:token:{digest}")
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._sleep = sleep
+        self._count_lock = threading.Lock()
         self.requests_sent = 0
         self.retries = 0
         self._memo: tuple[str, float] | None = None
@@ -325,6 +333,21 @@ class ScimClient:
             self._cache.delete(self._token_key)
 
     # --- HTTP ----------------------------------------------------------------------------------------------
+    def _http(self) -> requests.Session:
+        if self._shared_http is not None:
+            return self._shared_http
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+        return session
+
+    def _count(self, *, retry: bool = False) -> None:
+        with self._count_lock:
+            if retry:
+                self.retries += 1
+            else:
+                self.requests_sent += 1
+
     def _backoff(self, attempt: int, response: requests.Response | None) -> float:
         retry_after = response.headers.get("Retry-After") if response is not None else None
         if retry_after and retry_after.isdigit():
@@ -342,8 +365,8 @@ class ScimClient:
                 metrics.inc("rate_budget_wait_seconds", waited)
             response: requests.Response | None = None
             try:
-                self.requests_sent += 1
-                response = self._http.request(method, url, timeout=self.timeout, **kwargs)
+                self._count()
+                response = self._http().request(method, url, timeout=self.timeout, **kwargs)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 last_error = type(exc).__name__
                 metrics.inc("scim_requests", status=last_error)
@@ -355,7 +378,7 @@ class ScimClient:
                     return response
                 last_error = f"HTTP {response.status_code}"
             if attempt + 1 < self.max_attempts:
-                self.retries += 1
+                self._count(retry=True)
                 delay = self._backoff(attempt, response)
                 log.info("SCIM call retried", extra={"attempt": attempt + 1, "error": last_error, "delay": delay})
                 self._sleep(delay)
@@ -398,24 +421,59 @@ class ScimClient:
             yield listing.parse()
 
     def iter_listing(self, count: int | None = None, max_pages: int | None = None) -> Iterator[Listing]:
-        """Every page of the directory, one request at a time; never holds more than one page.
+        """Every page of the directory, in index order, with up to ``list_concurrency`` requests in flight.
 
-        Stops when ``totalResults`` is reached (re-read on every page, since the directory may change), on an
-        empty page, or after ``max_pages`` (default ``RECONCILE_MAX_PAGES``), which raises
-        :class:`DirectoryUnavailable` because a listing cut short is not complete.
+        The first page comes alone: it gives ``totalResults`` and the server's real page size (Asgardeo may serve
+        fewer than ``count``). The following pages are then requested ahead, each still through the rate budget,
+        and yielded in order, so an error surfaces after every page before it. ``totalResults`` is re-read on
+        every page (users come and go during a listing): the listing stops at the latest total or at an empty
+        page. A short page before the end (the server served fewer than asked) has its gap fetched before going
+        on. More than ``max_pages`` requests (default ``RECONCILE_MAX_PAGES``) raise :class:`DirectoryUnavailable`,
+        because a listing cut short is not complete. At most ``list_concurrency`` pages are held here.
         """
         count = count or self.page_size
         cap = max_pages or get_settings().reconcile_max_pages
-        start = 1
-        for _ in range(cap):
-            page = self.fetch_listing(start, count)
-            if page.items == 0:
-                return
-            yield page
-            start += page.items
-            if start - 1 >= page.total_results:
-                return
-        raise DirectoryUnavailable(f"SCIM listing still had pages after {cap}; treated as incomplete")
+        requested = 0
+
+        def counted() -> None:
+            nonlocal requested
+            requested += 1
+            if requested > cap:
+                raise DirectoryUnavailable(f"SCIM listing still had pages after {cap}; treated as incomplete")
+
+        def fetch(start: int, size: int) -> Listing:
+            counted()
+            return self.fetch_listing(start, size)
+
+        first = fetch(1, count)
+        if first.items == 0:
+            return
+        yield first
+        stride, total, next_start = first.items, first.total_results, 1 + first.items
+        pool = ThreadPoolExecutor(max_workers=self.list_concurrency, thread_name_prefix="scim-list")
+        inflight: deque[tuple[int, Future[Listing]]] = deque()
+        try:
+            while True:
+                while len(inflight) < self.list_concurrency and next_start <= total:
+                    counted()
+                    inflight.append((next_start, pool.submit(self.fetch_listing, next_start, stride)))
+                    next_start += stride
+                if not inflight:
+                    return
+                start, future = inflight.popleft()
+                page = future.result()
+                while page.items:
+                    yield page
+                    total = page.total_results
+                    end = page.start_index + page.items
+                    if page.items >= stride or end > total or end >= start + stride:
+                        break
+                    page = fetch(end, start + stride - end)  # the gap a short page left before the next one
+                if page.items == 0:
+                    return
+        finally:
+            # Pages requested ahead of an error (or of a consumer that stopped) are not waited for.
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def get_user(self, asgardeo_id: str) -> UserRecord:
         """One user by SCIM id; raises :class:`UserGone` on 404."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,13 +17,19 @@ Fault = Callable[[str, str, dict[str, Any]], int | None]
 
 class FaultyHTTP(requests.Session):
     """A real ``requests.Session`` whose ``fault`` hook may answer a request with a status instead of sending it,
-    and whose ``before`` hook runs before each real request (to change the directory mid-run)."""
+    whose ``before`` hook runs before each real request (to change the directory mid-run), and whose ``rewrite``
+    hook may change the query parameters actually sent (to make the server answer a short page).
+
+    Shared by the listing's threads: the hooks must be thread-safe; ``injected`` is counted under a lock.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.fault: Fault | None = None
         self.before: Callable[[str, str, dict[str, Any]], None] | None = None
+        self.rewrite: Callable[[dict[str, Any]], dict[str, Any]] | None = None
         self.injected = 0
+        self._lock = threading.Lock()
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         params = dict(kwargs.get("params") or {})
@@ -30,13 +37,16 @@ class FaultyHTTP(requests.Session):
             self.before(str(method), str(url), params)
         status = self.fault(str(method), str(url), params) if self.fault is not None else None
         if status is not None:
-            self.injected += 1
+            with self._lock:
+                self.injected += 1
             response = requests.Response()
             response.status_code = status
             response._content = b'{"status": "%d", "detail": "injected"}' % status
             response.headers["Content-Type"] = "application/scim+json"
             response.url = str(url)
             return response
+        if self.rewrite is not None and kwargs.get("params") is not None:
+            kwargs["params"] = self.rewrite(params)
         return super().request(method, url, *args, **kwargs)
 
 
@@ -58,6 +68,7 @@ def client_for(
     period: float = 60.0,
     http: requests.Session | None = None,
     page_size: int = 100,
+    list_concurrency: int = 3,
     max_attempts: int = 6,
     backoff_base: float = 0.01,
     backoff_cap: float = 0.2,
@@ -82,6 +93,7 @@ def client_for(
         budget=budget,
         http=http,
         page_size=page_size,
+        list_concurrency=list_concurrency,
         max_attempts=max_attempts,
         backoff_base=backoff_base,
         backoff_cap=backoff_cap,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,7 +37,9 @@ def run_row(run_id: int) -> Any:
 def reconcile(handle: Any, **kwargs: Any) -> Any:
     from tasks.reconcile import reconcile_all
 
-    client_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in ("http", "page_size", "max_attempts")}
+    client_kwargs = {
+        k: kwargs.pop(k) for k in list(kwargs) if k in ("http", "page_size", "max_attempts", "list_concurrency")
+    }
     return reconcile_all(start_run(), client=client_for(handle, **client_kwargs), **kwargs)
 
 
@@ -179,6 +182,7 @@ def test_malformed_page_counts_as_an_incomplete_listing(directory: Any) -> None:
 
 
 def test_users_added_and_removed_mid_run_are_handled(directory: Any) -> None:
+    """One page at a time, so the change lands at a known point: after page 1, before pages 101 and 201."""
     directory.directory.seed(250, prefix="shift")
     ids = seeded_ids(directory)
     first, late_removed = ids[0], ids[-1]
@@ -194,7 +198,7 @@ def test_users_added_and_removed_mid_run_are_handled(directory: Any) -> None:
             directory.directory.create_user("newcomer@example.com", email="newcomer@example.com")
 
     http.before = change_directory
-    outcome = reconcile(directory, http=http, max_deactivate_share=1.0)
+    outcome = reconcile(directory, http=http, max_deactivate_share=1.0, list_concurrency=1)
 
     users = local_users()
     assert outcome.status == "succeeded"
@@ -210,6 +214,40 @@ def test_users_added_and_removed_mid_run_are_handled(directory: Any) -> None:
     second = reconcile(directory, max_deactivate_share=1.0)
     assert local_users()[first].status == "deleted"
     assert second.counters.deactivated == 1
+
+
+def test_directory_changes_during_a_concurrent_listing_never_cost_a_present_user(directory: Any) -> None:
+    """With pages in flight together the change lands before or after any of them: whatever the order, nobody still
+    in the directory is deactivated, and the next run leaves the table equal to the directory."""
+    directory.directory.seed(250, prefix="shiftc")
+    ids = seeded_ids(directory)
+    first, late_removed = ids[0], ids[-1]
+    reconcile(directory)
+    http = FaultyHTTP()
+    lock = threading.Lock()
+    state = {"done": False}
+
+    def change_directory(_method: str, _url: str, params: dict[str, Any]) -> None:
+        with lock:
+            if params.get("startIndex") == 101 and not state["done"]:
+                state["done"] = True
+                directory.directory.delete_user(first)
+                directory.directory.delete_user(late_removed)
+                directory.directory.create_user("newcomer@example.com", email="newcomer@example.com")
+
+    http.before = change_directory
+    outcome = reconcile(directory, http=http, max_deactivate_share=1.0, list_concurrency=3)
+
+    present = set(seeded_ids(directory))
+    users = local_users()
+    assert outcome.status == "succeeded"
+    assert state["done"]
+    assert all(users[aid].status == "active" for aid in present)
+    assert users[late_removed].status in ("active", "deleted")  # listed before its removal, or confirmed gone
+    reconcile(directory, max_deactivate_share=1.0)
+    final = local_users()
+    assert {aid for aid, user in final.items() if user.status == "active"} == present
+    assert final[first].status == final[late_removed].status == "deleted"
 
 
 def test_second_concurrent_run_is_refused(directory: Any) -> None:
