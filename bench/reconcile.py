@@ -6,6 +6,8 @@ For each directory size (stand-in in its own process, rate limit off, table empt
 
 - ``reconcile``: :func:`tasks.reconcile.reconcile_all` as production runs it (HTTP listing, one upsert statement per
   page, audit rows, run row per page, live publish) -> users/s and peak RSS growth of this process.
+- ``rerun_unchanged``: the same again over the table it just filled (the nightly case: nothing to change, every
+  user still read, compared and stamped with the run id). Information only; no target.
 - ``per_user_loop``: how the old endpoint worked: the same HTTP listing, then for each user a SELECT, an INSERT or
   UPDATE through the ORM and a COMMIT. Measured on the first ``--loop-sample`` users only (it is slow), as users/s.
 - ``raw_floor``: the same rows, already in memory (no HTTP), written with psycopg ``executemany`` of one
@@ -168,12 +170,13 @@ def scim_client(base_url: str, rate_per_minute: int = 1_000_000) -> Any:
     return ScimClient(base_url, M2M_ID, M2M_SECRET, settings=settings)
 
 
-def run_reconcile(base_url: str) -> dict[str, Any]:
+def run_reconcile(base_url: str, *, from_empty: bool = True) -> dict[str, Any]:
     from models.db import unit_of_work
     from models.runs import start_full_run
     from tasks.reconcile import reconcile_all
 
-    truncate()
+    if from_empty:
+        truncate()
     gc.collect()
     with unit_of_work() as session:
         run_id = start_full_run(session, trigger="bench").id
@@ -189,6 +192,8 @@ def run_reconcile(base_url: str) -> dict[str, Any]:
     return {
         "seconds": round(elapsed, 3),
         "users": outcome.counters.seen,
+        "created": outcome.counters.created,
+        "unchanged": outcome.counters.unchanged,
         "users_per_s": round(outcome.counters.seen / elapsed, 1),
         "peak_rss_growth_mb": round(rss.growth_mb, 1),
         "requests": client.requests_sent,
@@ -324,11 +329,13 @@ def main() -> None:
                 records = fetch_rows(base_url)
                 entry = {
                     "reconcile": run_reconcile(base_url),
+                    "rerun_unchanged": run_reconcile(base_url, from_empty=False),
                     "per_user_loop": run_per_user_loop(base_url, min(size, args.loop_sample)),
                     "raw_floor": run_raw_floor(records, args.floor_reps),
                 }
                 del records
             rec, loop, raw = entry["reconcile"], entry["per_user_loop"], entry["raw_floor"]
+            again = entry["rerun_unchanged"]
             entry["ratio_vs_per_user_loop"] = round(rec["users_per_s"] / loop["users_per_s"], 2)
             entry["ratio_vs_raw_floor"] = round(rec["users_per_s"] / raw["users_per_s"], 3)
             results["sizes"][str(size)] = entry
@@ -336,7 +343,8 @@ def main() -> None:
                 f"{size:>7} users: reconcile {rec['seconds']:.2f}s {rec['users_per_s']:>9.0f} users/s "
                 f"peak RSS +{rec['peak_rss_growth_mb']:.1f} MB | per-user loop {loop['users_per_s']:>7.0f} users/s "
                 f"(x{entry['ratio_vs_per_user_loop']}) | raw floor {raw['users_per_s']:>8.0f} users/s "
-                f"(x{entry['ratio_vs_raw_floor']}; floor runs {raw['runs_seconds']}s) | load {rec['load_average']}",
+                f"(x{entry['ratio_vs_raw_floor']}; floor runs {raw['runs_seconds']}s) | load {rec['load_average']} | "
+                f"unchanged re-run {again['seconds']:.2f}s {again['users_per_s']:.0f} users/s",
                 flush=True,
             )
         sizes = sorted(results["sizes"], key=int)

@@ -161,6 +161,19 @@ def reconcile_rows() -> list[Row]:
                 ),
             )
         )
+    for size, figures in data.get("sizes", {}).items():
+        again, first = figures.get("rerun_unchanged"), figures["reconcile"]
+        if again:
+            rows.append(
+                Row(
+                    f"nightly re-run over {int(size):,} unchanged users",
+                    f"{again['users_per_s']:.0f} users/s ({again['seconds']:.1f} s, {again['unchanged']:,} unchanged)",
+                    f"first sync {first['users_per_s']:.0f} users/s",
+                    _ratio(again["users_per_s"], first["users_per_s"]),
+                    "none (information)",
+                    "n/a",
+                )
+            )
     sizes = data.get("sizes", {})
     if {"10000", "100000"} <= set(sizes):
         small, large = sizes["10000"]["reconcile"], sizes["100000"]["reconcile"]

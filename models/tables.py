@@ -65,7 +65,6 @@ class User(Base):
         CheckConstraint(_in("role", ROLES), name="role"),
         Index("ix_users_email_lower", func.lower(text("email"))),
         Index("ix_users_status", "status"),
-        Index("ix_users_last_seen_run_id", "last_seen_run_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
