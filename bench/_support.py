@@ -23,7 +23,7 @@ SECRET = "bench-webhook-secret"
 
 def bench_app() -> Any:
     """The product's app plus a bare endpoint (same server, same middleware) to compare against."""
-    from flask import jsonify
+    from flask import jsonify, request
 
     from web import create_app
 
@@ -31,6 +31,7 @@ def bench_app() -> Any:
 
     @app.post("/bench/bare")
     def bare() -> Any:
+        request.get_data()  # receive the body as the intake does: left unread, it stalls the keep-alive connection
         return jsonify(status="accepted"), 202
 
     return app
