@@ -8,7 +8,10 @@ claims options and turns failures into two kinds of error:
 - :class:`ProviderUnavailable`: the provider did not answer in time or answered with a server error (a 502).
 
 The discovery document and the JWKS live on the registered client (one per app and process) and are re-read after
-``METADATA_TTL_SECONDS``; a token signed with an unknown ``kid`` makes Authlib re-read the JWKS once. Every call to
+``METADATA_TTL_SECONDS``; a token signed with an unknown ``kid`` makes Authlib re-read the JWKS once. Anybody may
+post a back-channel logout token, so there a forced re-read is let through at most once per
+``JWKS_FORCED_REFRESH_SECONDS`` per process: forged tokens with invented ``kid`` values cannot turn this service
+into a stream of requests to the provider (the ID token of a login comes from the provider itself). Every call to
 the provider carries ``OIDC_HTTP_TIMEOUT_SECONDS``; the time spent in those calls is added up on ``g`` so the
 callback can log (and the benchmark subtract) the provider's share.
 """
@@ -16,6 +19,7 @@ callback can log (and the benchmark subtract) the provider's share.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -37,6 +41,8 @@ log = logging.getLogger(__name__)
 
 PROVIDER = "asgardeo"
 EXTENSION = "hrms.oidc"
+REFRESH_GATE = "hrms.oidc.jwks_refresh_gate"
+JWKS_FORCED_REFRESH_SECONDS = 30.0
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 METADATA_TTL_SECONDS = 3600.0
 DEFAULT_ALGORITHMS = ["RS256"]
@@ -59,6 +65,23 @@ class LoginRejected(Exception):
 
 class ProviderUnavailable(Exception):
     """The OpenID provider timed out, refused the connection or answered with a server error."""
+
+
+class RefreshGate:
+    """Lets one forced JWKS re-read through per interval (per app and process), whoever asks."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._last: float | None = None
+        self._lock = threading.Lock()
+
+    def allow(self) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            if self._last is not None and now - self._last < self.interval:
+                return False
+            self._last = now
+            return True
 
 
 @dataclass(frozen=True)
@@ -93,6 +116,7 @@ def init_app(app: Flask, settings: Settings) -> None:
             },
         )
     app.extensions[EXTENSION] = oauth
+    app.extensions[REFRESH_GATE] = RefreshGate(JWKS_FORCED_REFRESH_SECONDS)
 
 
 def _settings() -> Settings:
@@ -267,6 +291,10 @@ def verify_logout_token(logout_token: str) -> dict[str, Any]:
         try:
             decoded = jwt.decode(logout_token, _key_set(client, force=False), registry=registry)
         except InvalidKeyIdError:
+            gate: RefreshGate = current_app.extensions[REFRESH_GATE]
+            if not gate.allow():
+                log.warning("logout token with an unknown kid; the JWKS was re-read moments ago, so not again")
+                raise
             decoded = jwt.decode(logout_token, _key_set(client, force=True), registry=registry)
         issuer = str(metadata.get("issuer") or settings.issuer)
         jwt.JWTClaimsRegistry(

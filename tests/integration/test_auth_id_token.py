@@ -340,3 +340,36 @@ def test_back_channel_logout_for_an_unknown_session_is_accepted(client: FlaskCli
     answer = client.post("/auth/backchannel-logout", data={"logout_token": token})
     assert answer.status_code == 200
     assert answer.get_json() == {"revoked": 0}
+
+
+def test_forged_logout_tokens_with_invented_kids_force_one_jwks_read_per_interval(
+    client: FlaskClient, idp: FakeIdP
+) -> None:
+    token, claims = signed_in(client, idp)
+    before = idp.counts["jwks"]
+    for i in range(5):
+        forged = idp.sign(logout_claims(idp, sid=claims["sid"]), key=new_key(f"invented-{i}_RS256"))
+        answer = client.post("/auth/backchannel-logout", data={"logout_token": forged})
+        assert answer.status_code == 400
+        assert answer.get_json()["error"] == "invalid_logout_token"
+    assert idp.counts["jwks"] == before + 1
+    assert me(client, token) == 200
+
+
+def test_a_rotated_key_is_picked_up_once_the_refresh_interval_has_passed(
+    client: FlaskClient, idp: FakeIdP, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from web import oidc
+
+    _, claims = signed_in(client, idp)
+    gate = client.application.extensions[oidc.REFRESH_GATE]
+    stranger = idp.sign(logout_claims(idp, sid=claims["sid"]), key=new_key("stranger_RS256"))
+    assert client.post("/auth/backchannel-logout", data={"logout_token": stranger}).status_code == 400
+    rotated = new_key("fake-2_RS256")
+    idp.published = [rotated, idp.key]
+    token = idp.sign(logout_claims(idp, sid=claims["sid"]), key=rotated)
+    assert client.post("/auth/backchannel-logout", data={"logout_token": token}).status_code == 400
+    monkeypatch.setattr(gate, "interval", 0.0)
+    answer = client.post("/auth/backchannel-logout", data={"logout_token": token})
+    assert answer.status_code == 200, answer.get_json()
+    assert answer.get_json() == {"revoked": 1}
