@@ -19,7 +19,7 @@ from tasks.live import publish_changes
 from web.access import current_user, require_role
 from web.errors import APIError
 from web.serialize import change_json, user_json
-from web.validate import choice_arg, int_arg, json_object, optional_int_arg, text_arg
+from web.validate import choice_arg, int_arg, json_object, optional_int_arg, printable, text_arg
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -94,6 +94,8 @@ def _validated_edit(body: dict[str, Any]) -> dict[str, Any]:
             value = value.strip() or None
             if value is not None and len(value) > FIELD_LIMITS[name]:
                 raise APIError(400, "invalid_body", f"{name} is longer than {FIELD_LIMITS[name]} characters")
+            if value is not None and not printable(value):
+                raise APIError(400, "invalid_body", f"{name} must not contain control characters")
         edit[name] = value
     if not edit:
         raise APIError(400, "invalid_body", f"send at least one of {', '.join(sorted(EDITABLE))}")

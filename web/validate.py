@@ -45,7 +45,15 @@ def text_arg(name: str, *, max_length: int = 200) -> str | None:
         return None
     if len(raw) > max_length:
         raise APIError(400, "invalid_parameter", f"{name} is longer than {max_length} characters")
+    if not printable(raw):
+        raise APIError(400, "invalid_parameter", f"{name} must not contain control characters")
     return raw.strip()
+
+
+def printable(value: str) -> bool:
+    """No control characters: Postgres refuses a NUL in text (a 500 if it got that far), and no name, filter or
+    field of this API needs one."""
+    return not any(ord(c) < 32 or ord(c) == 127 for c in value)
 
 
 def json_object(*, allowed: set[str], required: set[str] | None = None) -> dict[str, Any]:

@@ -60,6 +60,7 @@ def test_search_matches_email_and_treats_wildcards_literally(
         ("status=zombie", "status must be one of"),
         ("role=root", "role must be one of"),
         ("q=" + "x" * 201, "q is longer than 200"),
+        ("q=a%00b", "q must not contain control characters"),
     ],
 )
 def test_bad_list_parameters_get_a_clear_400(
@@ -104,6 +105,8 @@ def test_patch_changes_own_fields_and_writes_an_audit_row(client: FlaskClient, a
         {"role": "superuser"},
         {"employee_id": 12},
         {"department": "x" * 201},
+        {"department": "Fin\x00ance"},
+        {"employee_id": "E-1\n2"},
         {},
         ["role", "admin"],
         "role=admin",

@@ -91,7 +91,8 @@ def test_list_filters_and_pages(client: FlaskClient, admin_headers: dict[str, st
 
 
 @pytest.mark.parametrize(
-    "query", ["status=done", "limit=0", "limit=201", "limit=x", "before_id=-1", "type=" + "x" * 65]
+    "query",
+    ["status=done", "limit=0", "limit=201", "limit=x", "before_id=-1", "type=" + "x" * 65, "type=%00", "user_id=a%00"],
 )
 def test_list_refuses_bad_filters(client: FlaskClient, admin_headers: dict[str, str], query: str) -> None:
     response = client.get(f"/admin/events?{query}", headers=admin_headers)
