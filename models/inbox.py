@@ -87,34 +87,55 @@ def check_age(iat_ms: int, *, now_ms: int, max_age_seconds: int, max_skew_second
     return None
 
 
+# One statement for any number of rows (arrays, not a VALUES list), so psycopg prepares it once. ``ORDER BY ord``
+# inserts in the caller's order: of two rows with one ``jti``, the first is stored.
 _INSERT_SQL = text(
     """
 INSERT INTO webhook_events (jti, event_type, event_uri, asgardeo_user_id, iat, payload, status, queued_at)
-VALUES (:jti, :event_type, :event_uri, :asgardeo_user_id, :iat, CAST(:payload AS jsonb), 'queued', now())
+SELECT jti, event_type, event_uri, asgardeo_user_id, iat, CAST(payload AS jsonb), 'queued', now()
+FROM unnest(
+    CAST(:jti AS text[]), CAST(:event_type AS text[]), CAST(:event_uri AS text[]),
+    CAST(:asgardeo_user_id AS text[]), CAST(:iat AS bigint[]), CAST(:payload AS text[])
+) WITH ORDINALITY AS t(jti, event_type, event_uri, asgardeo_user_id, iat, payload, ord)
+ORDER BY ord
 ON CONFLICT (jti) DO NOTHING
-RETURNING id
+RETURNING id, jti
 """
 )
 
 
-def insert_event(conn: Session | Connection, envelope: Envelope, raw_body: str | None = None) -> int | None:
-    """Insert the event as ``queued`` (the caller publishes right after commit); ``None`` when its ``jti`` is known.
+def insert_events(conn: Session | Connection, deliveries: Sequence[tuple[Envelope, str | None]]) -> list[int | None]:
+    """Insert events as ``queued`` (the caller publishes right after commit): each one's id, ``None`` for a known
+    ``jti`` (already stored, or earlier in ``deliveries``).
 
-    Marking it ``queued`` up front saves the intake a second write; if the publish fails the caller flips it to
-    ``received`` (:func:`mark_received`), and if the process dies in between the relay finds it stuck in ``queued``.
-    ``raw_body`` (the delivery as received) is stored as is, saving a re-serialisation on the intake's hot path.
-    One prepared text statement, because this runs once per delivery and the ORM's per-call cost is most of it.
+    Marking them ``queued`` up front saves the intake a second write; if the publish fails the caller flips them to
+    ``received`` (:func:`mark_received`), and if the process dies in between the relay finds them stuck in
+    ``queued``. A raw body (the delivery as received) is stored as is, saving a re-serialisation on the intake's
+    hot path. Raises ``DataError`` for the whole statement when Postgres refuses any one row (a ``\\u0000`` in a
+    JSON string).
     """
-    params = {
-        "jti": envelope.jti,
-        "event_type": envelope.event_type,
-        "event_uri": envelope.event_uri,
-        "asgardeo_user_id": envelope.asgardeo_user_id,
-        "iat": envelope.iat,
-        "payload": raw_body if raw_body is not None else json.dumps(envelope.body),
+    params: dict[str, list[Any]] = {
+        "jti": [],
+        "event_type": [],
+        "event_uri": [],
+        "asgardeo_user_id": [],
+        "iat": [],
+        "payload": [],
     }
-    result: int | None = conn.execute(_INSERT_SQL, params).scalar_one_or_none()
-    return result
+    for envelope, raw_body in deliveries:
+        params["jti"].append(envelope.jti)
+        params["event_type"].append(envelope.event_type)
+        params["event_uri"].append(envelope.event_uri)
+        params["asgardeo_user_id"].append(envelope.asgardeo_user_id)
+        params["iat"].append(envelope.iat)
+        params["payload"].append(raw_body if raw_body is not None else json.dumps(envelope.body))
+    stored = {jti: event_id for event_id, jti in conn.execute(_INSERT_SQL, params)}
+    return [stored.pop(envelope.jti, None) for envelope, _ in deliveries]
+
+
+def insert_event(conn: Session | Connection, envelope: Envelope, raw_body: str | None = None) -> int | None:
+    """:func:`insert_events` for one event."""
+    return insert_events(conn, [(envelope, raw_body)])[0]
 
 
 def mark_received(session: Session | Connection, event_ids: Sequence[int]) -> None:

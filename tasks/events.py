@@ -339,7 +339,9 @@ class ApplyPublisher:
     """Sends ``events.apply`` messages with one kombu producer per thread.
 
     ``apply_async`` costs far more per call (signals, a ``task-sent`` event publish, result bookkeeping); the
-    worker cannot tell the difference, since the message is built by Celery's own ``as_task_v2``.
+    worker cannot tell the difference, since the message is built by Celery's own ``as_task_v2``. A call's messages
+    go out in one pipelined round trip (kombu's ``Producer.batch``): sent one by one, each paid a round trip and a
+    new Redis client, most of the web process's time under load.
     """
 
     def __init__(self, broker_url: str | None = None, transport_options: Mapping[str, Any] | None = None) -> None:
@@ -366,19 +368,26 @@ class ApplyPublisher:
                 log.debug("closing a broken broker connection failed")
 
     def publish(self, event_ids: Iterable[int]) -> list[int]:
-        """Send one message per event; returns the ids that could not be sent (the broker is unreachable)."""
+        """Send one message per event, all in one Redis round trip; returns the ids not known to be sent.
+
+        A failed round trip returns every id although some messages may have arrived: a second message for an
+        event is harmless (``events.apply`` skips a done event), a missing one is not.
+        """
         ids = list(event_ids)
-        for index, event_id in enumerate(ids):
-            try:
-                self._publish_one(event_id)
-            except (kombu.exceptions.KombuError, redis.RedisError, OSError) as exc:
-                self._drop()
-                log.warning("broker unreachable; the relay will send the event", extra={"error": type(exc).__name__})
-                return ids[index:]
+        if not ids:
+            return []
+        try:
+            producer = self._producer()
+            with producer.batch(len(ids)):
+                for event_id in ids:
+                    self._publish_one(producer, event_id)
+        except (kombu.exceptions.KombuError, redis.RedisError, OSError) as exc:
+            self._drop()
+            log.warning("broker unreachable; the relay will send the events", extra={"error": type(exc).__name__})
+            return ids
         return []
 
-    def _publish_one(self, event_id: int) -> None:
-        producer = self._producer()
+    def _publish_one(self, producer: Any, event_id: int) -> None:
         task_id = str(uuid.uuid4())
         message = app.amqp.as_task_v2(task_id, APPLY_TASK, args=[event_id], kwargs={}, ignore_result=True)
         declare = None if self._local.declared else [app.amqp.queues[EVENTS_QUEUE]]

@@ -1,11 +1,13 @@
 """Asgardeo's webhooks: the WebSub handshake and signed deliveries into the durable inbox.
 
-A delivery is verified (HMAC-SHA256 over the raw body), checked, inserted into the inbox, committed, and only then
-announced to the workers, by a per-process background thread (:class:`tasks.events.BackgroundPublisher`) so the
-answer does not wait for the broker; the relay covers a message that dies with its process. Answers: 202 accepted
-(even when the broker is down: the relay sends it later), 200 for a ``jti`` already held, 401 bad or missing
-signature, 400 malformed or too old/new, 413 too large, 503 when Postgres is unreachable so Asgardeo retries.
-Never 410, which WebSub reads as "unsubscribe me".
+A delivery is verified (HMAC-SHA256 over the raw body), checked, and stored: a per-process writer thread
+(:class:`models.inbox_writer.InboxWriter`) commits it together with other requests' deliveries, and the answer
+waits for that commit. Only then is it announced to the workers, by a per-process background thread
+(:class:`tasks.events.BackgroundPublisher`) so the answer does not wait for the broker; the relay covers a message
+that dies with its process. Answers: 202 accepted (even when the broker is down: the relay sends it later), 200 for
+a ``jti`` already held, 401 bad or missing signature, 400 malformed or too old/new, 413 too large, 503 when Postgres
+is unreachable (or the commit does not come in time) so Asgardeo retries. Never 410, which WebSub reads as
+"unsubscribe me".
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from sqlalchemy import exc as sa_exc
 
 from models import inbox
 from models.db import get_engine
+from models.inbox_writer import get_inbox_writer
 from models.settings import Settings
 from tasks import metrics
 from tasks.events import ApplyPublisher, get_background_publisher, get_publisher
@@ -35,7 +38,8 @@ SIGNATURE_HEADERS = ("X-Hub-Signature", "x-wso2-event-signature")
 SIGNATURE_PREFIX = "sha256="
 HUB_MODES = ("subscribe", "unsubscribe")
 MAX_CHALLENGE_LENGTH = 512
-DB_UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
+# TimeoutError: the inbox writer did not commit the delivery in time.
+DB_UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError, TimeoutError)
 
 
 def _settings() -> Settings:
@@ -131,8 +135,7 @@ def receive() -> tuple[Response, int]:
         raise
     extra = {"jti": envelope.jti, "event_type": envelope.event_type, "user_id": envelope.asgardeo_user_id}
     try:
-        with get_engine().begin() as conn:
-            event_id = inbox.insert_event(conn, envelope, body.decode())
+        event_id = get_inbox_writer().insert(envelope, body.decode())
     except sa_exc.DataError:
         # Valid JSON that Postgres's jsonb refuses (a \u0000 in a string).
         metrics.inc("webhooks_rejected", reason="invalid_envelope")
