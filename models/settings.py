@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     scim_rate_per_minute: int = Field(default=200, ge=1)
     scim_page_size: int = Field(default=100, ge=1, le=100)
     # Listing requests in flight at once during a reconciliation (all still inside the shared rate budget).
-    scim_list_concurrency: int = Field(default=3, ge=1, le=8)
+    scim_list_concurrency: int = Field(default=4, ge=1, le=8)
     scim_http_timeout_seconds: float = 10.0
     # How long a caller waits for a slot in the shared SCIM rate budget before giving up (a retryable error).
     scim_rate_max_wait_seconds: float = Field(default=60.0, gt=0)
