@@ -13,7 +13,6 @@ later: nobody publishes it, and the relay re-sends it once it has sat ``queued``
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
@@ -21,6 +20,7 @@ import time
 from sqlalchemy import exc as sa_exc
 
 from models import inbox
+from models.batch_thread import BatchThread
 from models.db import get_engine
 
 log = logging.getLogger(__name__)
@@ -50,21 +50,14 @@ class _Pending:
         self.done.release()
 
 
-class InboxWriter:
-    """Stores deliveries for the request threads of one process, many per commit.
+class InboxWriter(BatchThread[_Pending]):
+    """Stores deliveries for the request threads of one process, many per commit."""
 
-    The thread starts on first use in the process that uses it: gunicorn forks its workers, and a thread (or a
-    pooled connection) does not survive a fork.
-    """
+    thread_name = "inbox-writer"
 
     def __init__(self, *, batch: int = BATCH, max_pending: int = MAX_PENDING, wait_seconds: float = WAIT_SECONDS):
-        self.batch = batch
-        self.max_pending = max_pending
+        super().__init__(max_pending=max_pending, batch=batch)
         self.wait_seconds = wait_seconds
-        self._lock = threading.Lock()
-        self._queue: queue.Queue[_Pending] = queue.Queue(max_pending)
-        self._thread: threading.Thread | None = None
-        self._pid = 0
 
     def insert(self, envelope: inbox.Envelope, raw_body: str) -> int | None:
         """Store one delivery and wait for its commit: the event's id, or ``None`` when its ``jti`` is already held.
@@ -85,35 +78,14 @@ class InboxWriter:
             raise pending.outcome
         return pending.outcome
 
-    def _ensure_thread(self) -> None:
-        if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
-            return
-        with self._lock:
-            if self._pid != os.getpid():
-                # A forked child: the parent's waiters live in the parent; start empty.
-                self._queue = queue.Queue(self.max_pending)
-                self._pid = os.getpid()
-                self._thread = None
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
-                self._thread.start()
-
-    def _run(self) -> None:
-        pending = self._queue
-        while True:
-            batch = [pending.get()]
-            while len(batch) < self.batch:
-                try:
-                    batch.append(pending.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                self._write(batch)
-            except Exception as exc:  # the thread must outlive any one batch; its waiters get the error
-                log.exception("inbox write failed", extra={"count": len(batch)})
-                for item in batch:
-                    if not item.settled:
-                        item.settle(exc)
+    def _handle(self, items: list[_Pending]) -> None:
+        try:
+            self._write(items)
+        except Exception as exc:  # the thread must outlive any one batch; its waiters get the error
+            log.exception("inbox write failed", extra={"count": len(items)})
+            for item in items:
+                if not item.settled:
+                    item.settle(exc)
 
     def _write(self, batch: list[_Pending]) -> None:
         try:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import queue
 import threading
 import time
@@ -29,6 +28,7 @@ from celery import Task
 from sqlalchemy import exc as sa_exc
 
 from models import inbox, logs
+from models.batch_thread import BatchThread
 from models.db import unit_of_work
 from models.settings import get_settings
 from models.tables import WebhookEvent
@@ -434,7 +434,7 @@ def leave_for_relay(event_ids: Sequence[int]) -> None:
     log.warning("events stored; the relay will enqueue them", extra={"count": len(event_ids)})
 
 
-class BackgroundPublisher:
+class BackgroundPublisher(BatchThread[int]):
     """Sends ``events.apply`` messages from one thread per process, so a web request ends at its commit.
 
     The intake commits the inbox row as ``queued`` and then hands its id to :meth:`submit`; the thread publishes in
@@ -442,6 +442,8 @@ class BackgroundPublisher:
     when the process dies were never sent, and their rows are still ``queued``: the relay re-sends them after
     ``EVENT_REQUEUE_AFTER_SECONDS``. A clean exit drains the queue first (``atexit``, bounded).
     """
+
+    thread_name = "event-publisher"
 
     def __init__(
         self,
@@ -451,14 +453,9 @@ class BackgroundPublisher:
         max_pending: int = BACKGROUND_MAX_PENDING,
         batch: int = BACKGROUND_BATCH,
     ) -> None:
+        super().__init__(max_pending=max_pending, batch=batch)
         self.publisher = publisher or ApplyPublisher()
         self.on_unsent = on_unsent
-        self.max_pending = max_pending
-        self.batch = batch
-        self._lock = threading.Lock()
-        self._queue: queue.Queue[int] = queue.Queue(max_pending)
-        self._thread: threading.Thread | None = None
-        self._pid = 0
         self._exit_hook = False
 
     def submit(self, event_id: int) -> bool:
@@ -470,40 +467,21 @@ class BackgroundPublisher:
             return False
         return True
 
-    def _ensure_thread(self) -> None:
-        if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
-            return
-        with self._lock:
-            if self._pid != os.getpid():
-                # A forked child: the parent's pending ids are the parent's to send; start empty.
-                self._queue = queue.Queue(self.max_pending)
-                self._pid = os.getpid()
-                self._thread = None
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="event-publisher", daemon=True)
-                self._thread.start()
-            if not self._exit_hook:
-                atexit.register(self.flush, BACKGROUND_FLUSH_SECONDS)
-                self._exit_hook = True
+    def _started(self) -> None:
+        if not self._exit_hook:
+            atexit.register(self.flush, BACKGROUND_FLUSH_SECONDS)
+            self._exit_hook = True
 
-    def _run(self) -> None:
-        pending = self._queue
-        while True:
-            ids = [pending.get()]
-            while len(ids) < self.batch:
-                try:
-                    ids.append(pending.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                unsent = self.publisher.publish(ids)
-                if unsent:
-                    self.on_unsent(unsent)
-            except Exception:  # the thread must outlive any one batch; those rows stay queued for the relay
-                log.exception("background publish failed", extra={"count": len(ids)})
-            finally:
-                for _ in ids:
-                    pending.task_done()
+    def _handle(self, items: list[int]) -> None:
+        try:
+            unsent = self.publisher.publish(items)
+            if unsent:
+                self.on_unsent(unsent)
+        except Exception:  # the thread must outlive any one batch; those rows stay queued for the relay
+            log.exception("background publish failed", extra={"count": len(items)})
+        finally:
+            for _ in items:
+                self._queue.task_done()
 
     def flush(self, timeout: float) -> bool:
         """Wait until everything submitted so far was published or handed to the relay; ``False`` on timeout."""

@@ -22,21 +22,11 @@ from models.inbox import parse_envelope
 from models.inbox_writer import InboxWriter, get_inbox_writer
 from models.tables import WebhookEvent
 from tasks import metrics
-from tasks.events import ApplyPublisher
 from tests.polling import wait_for
+from tests.recording_publisher import RecordingPublisher
 from tests.webhook_payloads import encode, event, sample, signed_headers
 
 URL = "/webhooks/asgardeo"
-
-
-class RecordingPublisher(ApplyPublisher):
-    def __init__(self) -> None:
-        super().__init__()
-        self.sent: list[int] = []
-
-    def publish(self, event_ids: Any) -> list[int]:
-        self.sent.extend(event_ids)
-        return []
 
 
 @pytest.fixture

@@ -12,20 +12,8 @@ from flask.testing import FlaskClient
 
 from models.db import unit_of_work
 from models.tables import WebhookEvent
-from tasks.events import ApplyPublisher
+from tests.recording_publisher import RecordingPublisher
 from tests.webhook_payloads import event
-
-
-class RecordingPublisher(ApplyPublisher):
-    """Keeps replays off the shared broker, so no worker applies these hand-made rows mid-test."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sent: list[int] = []
-
-    def publish(self, event_ids: Any) -> list[int]:
-        self.sent.extend(event_ids)
-        return []
 
 
 @pytest.fixture(autouse=True)

@@ -17,20 +17,11 @@ from models import db
 from models.db import SessionFactory, get_engine, make_engine
 from models.tables import User, WebhookEvent
 from tasks.events import ApplyPublisher
+from tests.recording_publisher import RecordingPublisher
 from tests.stack import LiveServer
 from tests.webhook_payloads import encode, event, sample, signature, signed_headers
 
 URL = "/webhooks/asgardeo"
-
-
-class RecordingPublisher(ApplyPublisher):
-    def __init__(self) -> None:
-        super().__init__()
-        self.sent: list[int] = []
-
-    def publish(self, event_ids: Any) -> list[int]:
-        self.sent.extend(event_ids)
-        return []
 
 
 @pytest.fixture

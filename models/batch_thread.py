@@ -1,0 +1,61 @@
+"""A bounded queue drained in batches by one thread per process, started on first use.
+
+The web tier has two: the inbox writer (group commit) and the background publisher. Both must start their thread
+lazily in the process that uses it: gunicorn forks its workers, and a thread (or a pooled connection) does not
+survive a fork, so a forked child starts with an empty queue and its own thread.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class BatchThread(Generic[T]):
+    """Subclasses implement :meth:`_handle`, which must deal with every failure of its own items: an exception
+    escaping it would end the thread."""
+
+    thread_name = "batch-thread"
+
+    def __init__(self, *, max_pending: int, batch: int) -> None:
+        self.max_pending = max_pending
+        self.batch = batch
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[T] = queue.Queue(max_pending)
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def _ensure_thread(self) -> None:
+        if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._pid != os.getpid():
+                # A forked child: what the parent holds is the parent's to finish; start empty.
+                self._queue = queue.Queue(self.max_pending)
+                self._pid = os.getpid()
+                self._thread = None
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+                self._thread.start()
+                self._started()
+
+    def _started(self) -> None:
+        """Runs under the lock each time a thread starts."""
+
+    def _run(self) -> None:
+        pending = self._queue
+        while True:
+            items = [pending.get()]
+            while len(items) < self.batch:
+                try:
+                    items.append(pending.get_nowait())
+                except queue.Empty:
+                    break
+            self._handle(items)
+
+    def _handle(self, items: list[T]) -> None:
+        raise NotImplementedError
