@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -16,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from localrun.embedded import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-webhook-secret"
@@ -75,11 +76,18 @@ def services() -> Iterator[dict[str, str]]:
         svc.stop()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def wait_http(port: int, deadline_seconds: float = 30) -> None:
+    """Until ``GET /healthz`` on loopback ``port`` answers 200; ``RuntimeError`` after ``deadline_seconds``."""
+    deadline = time.monotonic() + deadline_seconds
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            conn.request("GET", "/healthz")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing answered /healthz on port {port}")
 
 
 @contextmanager
@@ -101,17 +109,7 @@ def gunicorn(env: dict[str, str], workers: int = 2, threads: int = 8) -> Iterato
     ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-                conn.request("GET", "/healthz")
-                if conn.getresponse().status == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("gunicorn did not start")
+        wait_http(port)
         yield port
     finally:
         proc.terminate()

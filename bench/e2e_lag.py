@@ -20,7 +20,6 @@ otherwise. Results also go to ``bench/results/e2e_lag.json``.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import subprocess
@@ -33,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench._support import ROOT, SECRET, free_port, load, services
+from bench._support import ROOT, SECRET, load, services, wait_http
+from localrun.embedded import free_port
 from tests.webhook_payloads import claims, encode, event, signature
 
 RESULTS = ROOT / "bench" / "results" / "e2e_lag.json"
@@ -88,19 +88,6 @@ def send_paced(
     bodies = [(item.raw, item.headers) for item in plan]
     load(port, "/webhooks/asgardeo", bodies, concurrency=clients, rate=rate, timeout=limit_seconds, on_response=record)
     return results
-
-
-def wait_http(port: int, deadline_seconds: float = 30) -> None:
-    deadline = time.monotonic() + deadline_seconds
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            conn.request("GET", "/healthz")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("gunicorn did not start")
 
 
 @contextmanager

@@ -34,7 +34,6 @@ import argparse
 import gc
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,7 +41,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import psutil
@@ -50,47 +48,27 @@ import psycopg
 import requests
 from sqlalchemy import select, text
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench._support import ROOT, services
+from localrun.embedded import free_port
+
 RESULTS = ROOT / "bench" / "results" / "reconcile.json"
 M2M_ID, M2M_SECRET, ORG = "bench-m2m", "bench-m2m-secret", "bench"
 
 
 @contextmanager
-def services() -> Iterator[None]:
-    sys.path.insert(0, str(ROOT))
-    from tests.services import TestServices
-
-    svc = TestServices()
-    svc.start()
+def reconcile_services() -> Iterator[None]:
+    """The benchmarks' fresh database and Redis prefix (:func:`bench._support.services`), plus the SCIM client's
+    credentials, which every stand-in started here accepts."""
     os.environ.update(
-        APP_ENV="test",
-        DATABASE_URL=svc.database_url,
-        REDIS_URL=svc.redis_url,
-        REDIS_KEY_PREFIX=svc.key_prefix,
-        LOG_LEVEL="WARNING",
         SCIM_CLIENT_ID=M2M_ID,
         SCIM_CLIENT_SECRET=M2M_SECRET,
         ASGARDEO_BASE_URL="http://127.0.0.1:1/t/bench",  # replaced per stand-in
     )
-    from models import logs, migrate
-    from models.settings import get_settings
+    with services():
+        from models import logs
 
-    get_settings.cache_clear()
-    logs.configure_logging("WARNING")
-    migrate.upgrade()
-    try:
+        logs.configure_logging("WARNING")
         yield
-    finally:
-        from models.db import reset_engine
-
-        reset_engine()
-        svc.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager
@@ -323,7 +301,7 @@ def main() -> None:
     parser.add_argument("--skip-limited", action="store_true")
     args = parser.parse_args()
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}, "sizes": {}}
-    with services():
+    with reconcile_services():
         for size in (int(s) for s in args.sizes.split(",")):
             with standin(size, rate_limit=0) as base_url:
                 records = fetch_rows(base_url)
