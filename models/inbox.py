@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, or_, select, text, update
+from sqlalchemy import ColumnElement, Connection, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from models.tables import EVENT_STATUSES, WebhookEvent
@@ -201,15 +201,23 @@ def claim_for_relay(session: Session, *, requeue_after_seconds: int, limit: int)
     event twice in one round.
     """
     cutoff = datetime.now(UTC) - timedelta(seconds=requeue_after_seconds)
+    return _claim(
+        session,
+        or_(
+            WebhookEvent.status == "received",
+            (WebhookEvent.status == "queued") & (WebhookEvent.queued_at < cutoff),
+        ),
+        limit,
+    )
+
+
+def _claim(session: Session, condition: ColumnElement[bool], limit: int) -> list[int]:
+    """Up to ``limit`` matching events, oldest first, locked (skipping rows another claimer holds) and marked
+    ``queued``."""
     ids = list(
         session.execute(
             select(WebhookEvent.id)
-            .where(
-                or_(
-                    WebhookEvent.status == "received",
-                    (WebhookEvent.status == "queued") & (WebhookEvent.queued_at < cutoff),
-                )
-            )
+            .where(condition)
             .order_by(WebhookEvent.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -243,17 +251,7 @@ def mark_for_replay(session: Session, event_id: int) -> WebhookEvent | None:
 
 def claim_failed_for_replay(session: Session, *, limit: int) -> list[int]:
     """Queue up to ``limit`` failed events again, oldest first."""
-    ids = list(
-        session.execute(
-            select(WebhookEvent.id)
-            .where(WebhookEvent.status == "failed")
-            .order_by(WebhookEvent.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        ).scalars()
-    )
-    _mark_queued(session, ids)
-    return ids
+    return _claim(session, WebhookEvent.status == "failed", limit)
 
 
 def list_events(
