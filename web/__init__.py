@@ -22,8 +22,12 @@ from web import (
     admin,
     admin_events,
     admin_sync,
+    api_docs,
     auth,
     cli_users,
+    console,
+    console_sync,
+    console_users,
     events,
     health,
     metrics,
@@ -59,9 +63,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     register_error_handlers(app)
     oidc.init_app(app, settings)
+    console.init_app(app)
     app.cli.add_command(cli_users.users)
     blueprints = (health, metrics, openapi, pages, auth, webhooks, admin, admin_events, admin_sync, events, sync_health)
     for module in blueprints:
+        app.register_blueprint(module.bp)
+    for module in (console_users, console_sync, api_docs):
         app.register_blueprint(module.bp)
     _install_request_ids(app)
     app.context_processor(_template_user)

@@ -1,0 +1,52 @@
+// Follows a running sync run without a reload: polls the run's JSON (the same address as its page) once a second,
+// moves the counters and the estimate, and reloads the page once the run has ended so the server shows the result.
+(function () {
+  "use strict";
+  var POLL_MS = 1000;
+  var RETRY_MS = 3000;
+
+  function text(value) {
+    return value === null || value === undefined ? "—" : String(value);
+  }
+
+  function minutesLeft(run) {
+    if (!run.total_results || !run.seen || !run.heartbeat_at || run.seen >= run.total_results) { return ""; }
+    var elapsed = (Date.parse(run.heartbeat_at) - Date.parse(run.started_at)) / 1000;
+    if (!(elapsed > 0)) { return ""; }
+    var seconds = Math.round((run.total_results - run.seen) * elapsed / run.seen);
+    if (seconds < 60) { return "about " + seconds + " s left"; }
+    return "about " + Math.round(seconds / 60) + " min left";
+  }
+
+  function update(box, run) {
+    box.querySelectorAll("[data-counter]").forEach(function (cell) {
+      cell.textContent = text(run[cell.dataset.counter]);
+    });
+    var estimate = box.querySelector("[data-estimate]");
+    if (estimate) { estimate.textContent = minutesLeft(run) || "—"; }
+    var state = box.querySelector("[data-run-state]");
+    if (state) { state.textContent = run.status; }
+    box.dataset.runStatus = run.status;
+  }
+
+  function follow(box) {
+    var note = box.querySelector("[data-poll-note]");
+    fetch(box.dataset.followRun, {headers: {"Accept": "application/json"}, credentials: "same-origin"})
+      .then(function (response) {
+        if (!response.ok) { throw new Error("HTTP " + response.status); }
+        return response.json();
+      })
+      .then(function (run) {
+        update(box, run);
+        if (note) { note.textContent = ""; }
+        if (run.status !== "running") { window.location.reload(); return; }
+        window.setTimeout(function () { follow(box); }, POLL_MS);
+      })
+      .catch(function () {
+        if (note) { note.textContent = "Lost contact with the server; trying again."; }
+        window.setTimeout(function () { follow(box); }, RETRY_MS);
+      });
+  }
+
+  document.querySelectorAll("[data-follow-run]").forEach(follow);
+}());
