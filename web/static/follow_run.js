@@ -33,10 +33,15 @@
     var note = box.querySelector("[data-poll-note]");
     fetch(box.dataset.followRun, {headers: {"Accept": "application/json"}, credentials: "same-origin"})
       .then(function (response) {
+        if (response.status === 401 || response.status === 403) {
+          if (note) { note.textContent = "Your session has ended: reload the page to sign in again."; }
+          return null;
+        }
         if (!response.ok) { throw new Error("HTTP " + response.status); }
         return response.json();
       })
       .then(function (run) {
+        if (run === null) { return; }
         update(box, run);
         if (note) { note.textContent = ""; }
         if (run.status !== "running") { window.location.reload(); return; }
