@@ -18,6 +18,7 @@ SOURCES = {
     "admin": "admin edit",
     "cli": "command line",
     "bootstrap": "bootstrap admin setting",
+    "guard_review": "guarded-run review approved",
 }
 
 FIELDS = {
@@ -71,11 +72,15 @@ def describe_change(action: str, changes: dict[str, Any] | None) -> str:
 
 def describe_source(source: str, actor: str | None = None) -> str:
     words = SOURCES.get(source, source)
-    return f"{words} by {actor}" if actor and source in ("admin", "cli") else words
+    return f"{words} by {actor}" if actor and source in ("admin", "cli", "guard_review") else words
 
 
 def when(value: datetime | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if value is not None else ""
+
+
+def when_iso(value: str | None) -> str:
+    return when(datetime.fromisoformat(value)) if value else ""
 
 
 def duration(started: datetime | None, finished: datetime | None) -> str:

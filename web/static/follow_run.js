@@ -1,5 +1,6 @@
-// Follows a running sync run without a reload: polls the run's JSON (the same address as its page) once a second,
-// moves the counters and the estimate, and reloads the page once the run has ended so the server shows the result.
+// Follows work in progress without a reload: polls its JSON (a run's is the same address as its page) once a second,
+// moves the counters and the estimate, and reloads the page once the work has ended so the server shows the result.
+// An element with data-follow-run="<json url>" is followed while the JSON's status is data-working ("running").
 (function () {
   "use strict";
   var POLL_MS = 1000;
@@ -18,9 +19,13 @@
     return "about " + Math.round(seconds / 60) + " min left";
   }
 
+  function pick(value, path) {
+    return path.split(".").reduce(function (found, key) { return found === null || found === undefined ? found : found[key]; }, value);
+  }
+
   function update(box, run) {
     box.querySelectorAll("[data-counter]").forEach(function (cell) {
-      cell.textContent = text(run[cell.dataset.counter]);
+      cell.textContent = text(pick(run, cell.dataset.counter));
     });
     var estimate = box.querySelector("[data-estimate]");
     if (estimate) { estimate.textContent = minutesLeft(run) || "—"; }
@@ -44,7 +49,7 @@
         if (run === null) { return; }
         update(box, run);
         if (note) { note.textContent = ""; }
-        if (run.status !== "running") { window.location.reload(); return; }
+        if (run.status !== (box.dataset.working || "running")) { window.location.reload(); return; }
         window.setTimeout(function () { follow(box); }, POLL_MS);
       })
       .catch(function () {
