@@ -24,6 +24,7 @@ from web import (
     admin_sync,
     auth,
     cli_users,
+    csrf,
     events,
     health,
     metrics,
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     register_error_handlers(app)
     oidc.init_app(app, settings)
+    csrf.init_app(app)
     app.cli.add_command(cli_users.users)
     blueprints = (health, metrics, openapi, pages, auth, webhooks, admin, admin_events, admin_sync, events, sync_health)
     for module in blueprints:
