@@ -31,6 +31,7 @@ from web import (
     oidc,
     openapi,
     pages,
+    security_headers,
     sync_health,
     webhooks,
 )
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_error_handlers(app)
     oidc.init_app(app, settings)
     csrf.init_app(app)
+    security_headers.init_app(app, settings)
     app.cli.add_command(cli_users.users)
     blueprints = (health, metrics, openapi, pages, auth, webhooks, admin, admin_events, admin_sync, events, sync_health)
     for module in blueprints:
@@ -100,7 +102,6 @@ def _install_request_ids(app: Flask) -> None:
     @app.after_request
     def _finish(response: Response) -> Response:
         response.headers["X-Request-ID"] = g.get("request_id", "")
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
         elapsed_ms = round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2)
         log.info(
             "request",

@@ -1,5 +1,6 @@
-"""A page on another port of the same host is same-site, so Chromium sends it the admin's SameSite=Lax cookie: its
-form posts and no-cors fetches must still be refused and start nothing."""
+"""A page on another port of the same host is same-site, so Chromium sends the admin's SameSite=Lax cookie with its
+requests: its form posts and no-cors fetches must still be refused and start nothing, and it must not be able to
+frame the admin's pages (clickjacking). The app's own pages run their scripts under the CSP without a violation."""
 
 from __future__ import annotations
 
@@ -21,12 +22,12 @@ class _AttackerPages(BaseHTTPRequestHandler):
     target = ""
 
     def do_GET(self) -> None:
-        form = (
-            f'<form id="f" method="post" action="{self.target}/admin/sync"></form>'
-            '<script>document.getElementById("f").submit();</script>'
-            if self.path == "/form"
-            else "<p>idle</p>"
-        )
+        pages = {
+            "/form": f'<form id="f" method="post" action="{self.target}/admin/sync"></form>'
+            '<script>document.getElementById("f").submit();</script>',
+            "/frame": f'<iframe id="victim" src="{self.target}/admin/health"></iframe>',
+        }
+        form = pages.get(self.path, "<p>idle</p>")
         body = f"<!doctype html><html><body>{form}</body></html>".encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/html")
@@ -96,3 +97,30 @@ def test_the_apps_own_page_can_post_with_its_token(signed_in_admin_page: Any, li
     )
     assert status == 202
     assert _runs() == 1
+
+
+def test_another_site_cannot_frame_the_admin_pages(signed_in_admin_page: Any, attacker: str, live_server: Any) -> None:
+    page = signed_in_admin_page
+    with page.expect_response(f"{live_server.url}/admin/health") as answer:
+        page.goto(f"{attacker}/frame")
+    assert answer.value.status == 200  # the page was served with the cookie, and the browser refused to show it
+    assert answer.value.headers["x-frame-options"] == "DENY"
+    frame = page.frame_locator("#victim")
+    # goto waited for the load event, which waits for the frame. Chromium replaces a refused frame with its own
+    # error document: the health page's heading is not in it.
+    assert frame.locator("h1", has_text="Sync health").count() == 0
+
+
+@pytest.mark.parametrize("path", ["/admin/health", "/admin/live", "/profile", "/auth/logout"])
+def test_own_pages_run_under_the_csp_without_violations(signed_in_admin_page: Any, live_server: Any, path: str) -> None:
+    page = signed_in_admin_page
+    violations: list[str] = []
+    page.on(
+        "console",
+        lambda message: violations.append(message.text) if "Content Security Policy" in message.text else None,
+    )
+    page.goto(f"{live_server.url}{path}")
+    if path == "/admin/live":
+        page.locator("#stream-state[data-state='live']").wait_for()
+    page.wait_for_load_state("load")
+    assert violations == []
