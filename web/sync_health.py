@@ -81,10 +81,24 @@ def snapshot(session: Session) -> dict[str, Any]:
         "failed_events": [event_json(e) for e in failed],
         "users": {status: users.get(status, 0) for status in ("active", "inactive", "deleted")},
         "subscriptions": {
-            topic: {**entry, "at": _iso(datetime.fromtimestamp(entry["at"], UTC))}
-            for topic, entry in sorted(subscriptions().items())
+            channel: _handshake(entry, last_delivery) for channel, entry in sorted(subscriptions().items())
         },
     }
+
+
+def _handshake(entry: dict[str, Any], last_delivery: datetime | None) -> dict[str, Any]:
+    """A channel's recorded handshakes with ISO times. Handshakes are unauthenticated: an unsubscribe followed by
+    signed deliveries did not come from Asgardeo (``contradicted_by_deliveries``)."""
+    times = {
+        name: _iso(datetime.fromtimestamp(entry[name], UTC)) if entry.get(name) else None
+        for name in ("at", "subscribed_at", "unsubscribed_at")
+    }
+    contradicted = (
+        entry.get("mode") == "unsubscribe"
+        and last_delivery is not None
+        and last_delivery.timestamp() > float(entry.get("unsubscribed_at") or 0)
+    )
+    return {**entry, **times, "contradicted_by_deliveries": contradicted}
 
 
 @bp.get("/health")

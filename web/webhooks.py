@@ -28,7 +28,7 @@ from models.inbox_writer import get_inbox_writer
 from models.settings import Settings
 from tasks import metrics
 from tasks.events import ApplyPublisher, get_background_publisher, get_publisher
-from tasks.subscriptions import record_handshake
+from tasks.subscriptions import record_handshake, topic_channel
 from web.errors import APIError
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
@@ -55,7 +55,10 @@ def publisher() -> ApplyPublisher:
 
 @bp.get("/asgardeo")
 def handshake() -> Response:
-    """WebSub verification: echo ``hub.challenge`` as text/plain for a subscribe or unsubscribe request."""
+    """WebSub verification: echo ``hub.challenge`` as text/plain for a subscribe or unsubscribe request.
+
+    With ``WEBHOOK_ORG`` set, a topic of any other organisation is a 404 and nothing is recorded. What an answered
+    handshake may record is limited (see :mod:`tasks.subscriptions`): it is an unauthenticated GET."""
     mode = request.args.get("hub.mode", "")
     challenge = request.args.get("hub.challenge", "")
     if mode not in HUB_MODES:
@@ -63,8 +66,12 @@ def handshake() -> Response:
     if not challenge or len(challenge) > MAX_CHALLENGE_LENGTH or not challenge.isprintable():
         raise APIError(400, "invalid_hub_challenge", "hub.challenge must be 1-512 printable characters.")
     topic = request.args.get("hub.topic", "")[:300]
+    org = _settings().webhook_org
+    if org and topic_channel(topic, org) is None:
+        # WebSub reads a 404 as "not this subscriber": another organisation's hub gets no challenge echoed.
+        raise APIError(404, "unknown_topic", "This endpoint takes handshakes only for its own organisation's topics.")
     log.info("websub handshake answered", extra={"mode": mode, "topic": topic})
-    record_handshake(topic, mode, request.args.get("hub.lease_seconds", "")[:20] or None)
+    record_handshake(topic, mode, request.args.get("hub.lease_seconds", "")[:20] or None, org=org)
     return Response(challenge, status=200, mimetype="text/plain")
 
 
