@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     flower_basic_auth: SecretStr | None = None
     flower_url: str = "http://127.0.0.1:5555"
     metrics_token: SecretStr | None = None
+    # Production refuses to start without METRICS_TOKEN unless this says /metrics may be scraped without credentials.
+    metrics_public: bool = False
 
     @field_validator("bootstrap_admin_emails", "group_role_map", "webhook_secrets", mode="before")
     @classmethod
@@ -149,6 +151,8 @@ class Settings(BaseSettings):
             "FLOWER_BASIC_AUTH": self.flower_basic_auth,
         }
         missing = [name for name, value in required.items() if not value]
+        if not self.metrics_token and not self.metrics_public:
+            missing.append("METRICS_TOKEN (or METRICS_PUBLIC=true to serve /metrics without credentials)")
         if missing:
             raise SettingsError("missing required setting(s) for APP_ENV=production: " + ", ".join(missing))
         if self.issuer is None:

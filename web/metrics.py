@@ -2,7 +2,8 @@
 
 Two kinds of numbers: counters and histograms that every process records in Redis (tasks/metrics.py), and gauges
 read from PostgreSQL at scrape time (inbox backlog, failures, apply lag, last reconciliation, active sessions), so
-any web process answers for the whole deployment. When ``METRICS_TOKEN`` is set the endpoint wants it as a Bearer.
+any web process answers for the whole deployment. When ``METRICS_TOKEN`` is set the endpoint wants it as a Bearer;
+production refuses to start without it unless ``METRICS_PUBLIC=true`` says the numbers may be read by anyone.
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ _registry.register(ServiceCollector())
 @bp.get("/metrics")
 def metrics() -> Response:
     settings: Settings = current_app.config["SETTINGS"]
-    if settings.metrics_token is not None:
+    if settings.metrics_token:
         expected = f"Bearer {settings.metrics_token.get_secret_value()}"
         if not hmac.compare_digest(request.headers.get("Authorization", "").encode(), expected.encode()):
             raise APIError(
