@@ -33,6 +33,7 @@ PREFIX = "asgardeo_sync_"
 COUNTERS = {
     "webhooks_received": "Webhook deliveries accepted into the inbox",
     "webhooks_duplicate": "Webhook deliveries whose jti was already in the inbox",
+    "webhooks_jti_conflicts": "Deliveries that reused a stored jti with a different body (not applied)",
     "webhooks_rejected": "Webhook deliveries refused, by reason",
     "events_applied": "Inbox events applied by workers, by outcome",
     "scim_requests": "Requests to Asgardeo's SCIM2 and OAuth2 APIs, by status",

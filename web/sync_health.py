@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from models.db import unit_of_work
 from models.settings import Settings
 from models.tables import EVENT_STATUSES, SyncRun, User, WebhookEvent
+from tasks.jti_conflicts import recent_conflicts
 from tasks.subscriptions import subscriptions
 from web.access import require_role
 from web.serialize import event_json
@@ -80,6 +81,7 @@ def snapshot(session: Session) -> dict[str, Any]:
         "last_webhook_received_at": _iso(last_delivery),
         "failed_events": [event_json(e) for e in failed],
         "users": {status: users.get(status, 0) for status in ("active", "inactive", "deleted")},
+        "jti_conflicts": [{**c, "at": _iso(datetime.fromtimestamp(c["at"], UTC))} for c in recent_conflicts()],
         "subscriptions": {
             channel: _handshake(entry, last_delivery) for channel, entry in sorted(subscriptions().items())
         },

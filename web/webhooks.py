@@ -5,9 +5,9 @@ A delivery is verified (HMAC-SHA256 over the raw body), checked, and stored: a p
 waits for that commit. Only then is it announced to the workers, by a per-process background thread
 (:class:`tasks.events.BackgroundPublisher`) so the answer does not wait for the broker; the relay covers a message
 that dies with its process. Answers: 202 accepted (even when the broker is down: the relay sends it later), 200 for
-a ``jti`` already held, 401 bad or missing signature, 400 malformed or too old/new, 413 too large, 503 when Postgres
-is unreachable (or the commit does not come in time) so Asgardeo retries. Never 410, which WebSub reads as
-"unsubscribe me".
+a ``jti`` already held (a different body under it is counted, logged and listed, never applied), 401 bad or missing
+signature, 400 malformed or too old/new, 413 too large, 503 when Postgres is unreachable (or the commit does not
+come in time) so Asgardeo retries. Never 410, which WebSub reads as "unsubscribe me".
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from models.inbox_writer import get_inbox_writer
 from models.settings import Settings
 from tasks import metrics
 from tasks.events import ApplyPublisher, get_background_publisher, get_publisher
+from tasks.jti_conflicts import record_conflict
 from tasks.subscriptions import record_handshake, topic_channel
 from web.errors import APIError
 
@@ -154,8 +155,8 @@ def receive() -> tuple[Response, int]:
             503, "inbox_unavailable", "The event store is unavailable; retry later.", headers={"Retry-After": "5"}
         ) from None
     if event_id is None:
-        log.info("duplicate delivery", extra=extra)
         metrics.inc("webhooks_duplicate")
+        _check_duplicate(envelope, body.decode(), extra)
         return jsonify(status="duplicate", jti=envelope.jti), 200
     metrics.inc("webhooks_received")
     installed: ApplyPublisher | None = current_app.extensions.get("event_publisher")
@@ -169,6 +170,27 @@ def receive() -> tuple[Response, int]:
         _leave_for_relay(event_id, extra)
     metrics.observe("webhook_intake_seconds", time.perf_counter() - started)
     return jsonify(status="accepted", id=event_id, queued=not unsent), 202
+
+
+def _check_duplicate(envelope: inbox.Envelope, raw_body: str, extra: dict[str, Any]) -> None:
+    """A retry carries the body already stored; another body under the same ``jti`` is counted, logged with both
+    digests (never the body) and listed for the operators. Either way nothing is applied: the first body stands."""
+    try:
+        with get_engine().connect() as conn:
+            conflict = inbox.body_conflict(conn, envelope.jti, raw_body)
+    except DB_UNAVAILABLE as exc:
+        log.warning("duplicate delivery not compared", extra={**extra, "error": type(exc).__name__})
+        return
+    if conflict is None:
+        log.info("duplicate delivery", extra=extra)
+        return
+    stored, received = conflict
+    metrics.inc("webhooks_jti_conflicts")
+    log.warning(
+        "jti reused with a different body; not applied",
+        extra={**extra, "stored_sha256": stored, "received_sha256": received},
+    )
+    record_conflict(envelope.jti, envelope.event_type, stored, received)
 
 
 def _leave_for_relay(event_id: int, extra: dict[str, Any]) -> None:
