@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     session_ttl_seconds: int = Field(default=8 * 3600, gt=0)
     session_cookie_name: str = "hrms_session"
     bootstrap_admin_emails: CsvList = Field(default_factory=list)
+    # Directory ids (the ID token's sub) that may become the first admin, for accounts without a verified email.
+    bootstrap_admin_ids: CsvList = Field(default_factory=list)
     group_role_map: CsvList = Field(default_factory=list)
 
     scim_client_id: str | None = None
@@ -101,7 +103,9 @@ class Settings(BaseSettings):
     # Production refuses to start without METRICS_TOKEN unless this says /metrics may be scraped without credentials.
     metrics_public: bool = False
 
-    @field_validator("bootstrap_admin_emails", "group_role_map", "webhook_secrets", mode="before")
+    @field_validator(
+        "bootstrap_admin_emails", "bootstrap_admin_ids", "group_role_map", "webhook_secrets", mode="before"
+    )
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
