@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     session_ttl_seconds: int = Field(default=8 * 3600, gt=0)
     session_cookie_name: str = "hrms_session"
     bootstrap_admin_emails: CsvList = Field(default_factory=list)
+    # Directory ids (the ID token's sub) that may become the first admin, for accounts without a verified email.
+    bootstrap_admin_ids: CsvList = Field(default_factory=list)
     group_role_map: CsvList = Field(default_factory=list)
 
     scim_client_id: str | None = None
@@ -98,8 +100,12 @@ class Settings(BaseSettings):
     flower_basic_auth: SecretStr | None = None
     flower_url: str = "http://127.0.0.1:5555"
     metrics_token: SecretStr | None = None
+    # Production refuses to start without METRICS_TOKEN unless this says /metrics may be scraped without credentials.
+    metrics_public: bool = False
 
-    @field_validator("bootstrap_admin_emails", "group_role_map", "webhook_secrets", mode="before")
+    @field_validator(
+        "bootstrap_admin_emails", "bootstrap_admin_ids", "group_role_map", "webhook_secrets", mode="before"
+    )
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
@@ -149,6 +155,8 @@ class Settings(BaseSettings):
             "FLOWER_BASIC_AUTH": self.flower_basic_auth,
         }
         missing = [name for name, value in required.items() if not value]
+        if not self.metrics_token and not self.metrics_public:
+            missing.append("METRICS_TOKEN (or METRICS_PUBLIC=true to serve /metrics without credentials)")
         if missing:
             raise SettingsError("missing required setting(s) for APP_ENV=production: " + ", ".join(missing))
         if self.issuer is None:

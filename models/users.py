@@ -342,3 +342,8 @@ def record_change(
 
 def get_by_asgardeo_id(session: Session, asgardeo_id: str) -> User | None:
     return session.execute(select(User).where(User.asgardeo_id == asgardeo_id)).scalar_one_or_none()
+
+
+def has_active_admin(session: Session) -> bool:
+    """Whether any active user holds the ``admin`` role (the bootstrap-admin rule applies only while none does)."""
+    return session.scalar(select(User.id).where(User.role == "admin", User.status == "active").limit(1)) is not None

@@ -28,12 +28,14 @@ from web import (
     console,
     console_sync,
     console_users,
+    csrf,
     events,
     health,
     metrics,
     oidc,
     openapi,
     pages,
+    security_headers,
     sync_health,
     webhooks,
 )
@@ -63,6 +65,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     register_error_handlers(app)
     oidc.init_app(app, settings)
+    csrf.init_app(app)
+    security_headers.init_app(app, settings)
     console.init_app(app)
     app.cli.add_command(cli_users.users)
     blueprints = (health, metrics, openapi, pages, auth, webhooks, admin, admin_events, admin_sync, events, sync_health)
@@ -105,7 +109,6 @@ def _install_request_ids(app: Flask) -> None:
     @app.after_request
     def _finish(response: Response) -> Response:
         response.headers["X-Request-ID"] = g.get("request_id", "")
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
         elapsed_ms = round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2)
         log.info(
             "request",

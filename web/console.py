@@ -55,5 +55,3 @@ def init_app(app: Flask) -> None:
     app.add_template_filter(wording.when, "at")
     app.add_template_filter(wording.when_iso, "iso_at")
     app.add_template_global(wording.duration, "duration")
-    # Until web/csrf.py is installed (it defines the real one): forms render, and post without a token.
-    app.jinja_env.globals.setdefault("csrf_token", lambda: "")

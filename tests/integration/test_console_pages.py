@@ -4,6 +4,7 @@ page shows. The browser walks are in tests/e2e/test_console_*.py."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
@@ -29,6 +30,15 @@ def _cookie(client: FlaskClient, token: str) -> None:
     from models.settings import get_settings
 
     client.set_cookie(get_settings().session_cookie_name, token, domain="localhost")
+
+
+def _form_post(client: FlaskClient, path: str, token: str, data: dict[str, str], **kwargs: Any) -> Any:
+    """A form post as the app's own page sends it: its origin and the session's CSRF token."""
+    from models.settings import get_settings
+    from web.csrf import token_for
+
+    headers = {**BROWSER, "Origin": get_settings().public_base_url}
+    return client.post(path, data={**data, "csrf_token": token_for(token)}, headers=headers, **kwargs)
 
 
 @pytest.mark.parametrize("path", PAGES)
@@ -123,10 +133,11 @@ def test_editing_app_fields_by_form_is_audited_with_the_admin(
     with unit_of_work() as session:
         user_id = make_user(session).id
     _cookie(client, token)
-    response = client.post(
+    response = _form_post(
+        client,
         f"/admin/users/{user_id}/fields",
-        data={"role": "hr", "employee_id": "E-42", "department": " Finance "},
-        headers=BROWSER,
+        token,
+        {"role": "hr", "employee_id": "E-42", "department": " Finance "},
         follow_redirects=True,
     )
     page = response.get_data(as_text=True)
@@ -144,14 +155,18 @@ def test_a_refused_form_edit_changes_nothing_and_says_why(
 ) -> None:
     admin_id, token = make_signed_in_user(role="admin")
     _cookie(client, token)
-    page = client.post(
-        f"/admin/users/{admin_id}/fields",
-        data={"role": "employee", "employee_id": "", "department": ""},
-        headers=BROWSER,
+    page = _form_post(
+        client, f"/admin/users/{admin_id}/fields", token, {"role": "employee", "employee_id": "", "department": ""}
     )
     assert "Not saved: this is the last active admin" in page.get_data(as_text=True)
     assert page.status_code == 409
-    bad = client.post(f"/admin/users/{admin_id}/fields", data={"role": "root"}, headers=BROWSER)
+    bad = _form_post(client, f"/admin/users/{admin_id}/fields", token, {"role": "root"})
     assert bad.status_code == 400
+    forged = client.post(
+        f"/admin/users/{admin_id}/fields",
+        data={"role": "hr", "employee_id": "", "department": ""},
+        headers={**BROWSER, "Origin": "http://evil.example"},
+    )
+    assert forged.status_code == 403
     with unit_of_work() as session:
         assert session.query(UserChange).filter_by(user_id=admin_id).count() == 0
