@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, jsonify, render_template
+from flask import Blueprint, Response, jsonify
 from sqlalchemy import func, select
 
 from models import inbox
 from models.db import SessionFactory, get_engine, unit_of_work
-from models.tables import EVENT_STATUSES, User, UserChange, WebhookEvent
+from models.tables import EVENT_STATUSES, WebhookEvent
+from web import console_live
 from web.access import current_user, require_role
 from web.errors import APIError
 from web.serialize import event_json
@@ -22,7 +23,6 @@ log = logging.getLogger(__name__)
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 REPLAY_ALL_LIMIT = 1000
-LIVE_PAGE_USERS = 500
 
 
 @bp.get("/events")
@@ -100,9 +100,5 @@ def replay_failed() -> tuple[Response, int]:
 @bp.get("/live")
 @require_role("admin")
 def live_users() -> str:
-    """The user table, updated in place from ``/events/users``."""
-    get_engine()
-    with SessionFactory() as session:
-        users = list(session.execute(select(User).order_by(User.id.desc()).limit(LIVE_PAGE_USERS)).scalars())
-        last_change = session.execute(select(func.coalesce(func.max(UserChange.id), 0))).scalar_one()
-    return render_template("live_users.html", users=users, last_change=last_change)
+    """The user table, updated in place from ``/events/users`` (see :mod:`web.console_live`)."""
+    return console_live.live_page()
