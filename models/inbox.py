@@ -302,3 +302,8 @@ def get_event(session: Session, event_id: int) -> WebhookEvent | None:
 def count_by_status(session: Session) -> Mapping[str, int]:
     rows = session.execute(select(WebhookEvent.status, func.count()).group_by(WebhookEvent.status)).all()
     return {status: int(count) for status, count in rows}
+
+
+def event_types(session: Session) -> list[str]:
+    """The event types the inbox holds, for the console's filter (a handful; the column is indexed)."""
+    return list(session.execute(select(WebhookEvent.event_type).distinct().order_by(WebhookEvent.event_type)).scalars())
