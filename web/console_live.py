@@ -19,7 +19,7 @@ from web.wording import words_for_script
 
 PAGE_SIZE = 100
 MAX_PAGE_SIZE = 500
-RECENT_CHANGES = 20
+RECENT_CHANGES = 8
 
 
 def live_page() -> str:

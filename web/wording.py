@@ -88,6 +88,8 @@ def duration(started: datetime | None, finished: datetime | None) -> str:
     if started is None or finished is None:
         return ""
     seconds = max(int((finished - started).total_seconds()), 0)
+    if seconds == 0:
+        return "under a second"
     if seconds >= 3600:
         return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
     if seconds >= 60:

@@ -170,3 +170,16 @@ def test_a_refused_form_edit_changes_nothing_and_says_why(
     assert forged.status_code == 403
     with unit_of_work() as session:
         assert session.query(UserChange).filter_by(user_id=admin_id).count() == 0
+
+
+def test_api_reference_page_lists_every_operation_and_needs_no_network(client: FlaskClient) -> None:
+    import re
+
+    from web.openapi import document
+
+    page = client.get("/api-docs", headers=BROWSER).get_data(as_text=True)
+    for path, operations in document()["paths"].items():
+        for method in operations:
+            assert f'<span class="method method-{method}">{method.upper()}</span> <code>{path}</code>' in page
+    # Nothing is loaded from elsewhere: every src and stylesheet is this app's own.
+    assert not re.search(r'(src|href)="(https?:)?//', page)

@@ -4,7 +4,7 @@
 (function () {
   "use strict";
   var FIELDS = ["username", "email", "first_name", "last_name", "groups", "status"];
-  var SHOWN_CHANGES = 50;
+  var SHOWN_CHANGES = 8;
   var table = document.getElementById("users");
   var body = table.querySelector("tbody");
   var words = JSON.parse(table.dataset.words);
