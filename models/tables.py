@@ -164,6 +164,8 @@ class SyncRun(Base):
     unchanged: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
     deactivated: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
     failed: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
+    budget_waits: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
+    budget_wait_ms: Mapped[int] = mapped_column(BigInteger, server_default="0", default=0)
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = _now()
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -257,7 +257,11 @@ class _WriterConnections:
 
 
 def _write_pages(
-    run_id: int, listings: list[Listing], role_map: dict[str, str] | None, connections: _WriterConnections
+    run_id: int,
+    listings: list[Listing],
+    role_map: dict[str, str] | None,
+    connections: _WriterConnections,
+    scim: ScimClient,
 ) -> list[Counters]:
     """Some pages in one short transaction: one upsert statement plus the run row's counters; publish after commit.
 
@@ -267,6 +271,7 @@ def _write_pages(
     pages = [listing.parse() for listing in listings]
     deltas = [Counters(pages_done=1, total_results=p.total_results, seen=len(p.users), failed=p.invalid) for p in pages]
     records = [user for page in pages for user in page.users]
+    deltas[-1].budget_waits, deltas[-1].budget_wait_ms = scim.take_budget_waits()
     with connections.transaction() as session:
         result = upsert_users(session, records, source=SOURCE, run_id=run_id, role_map=role_map)
         # A user listed twice (paging shifted between two pages) is written once; the repeat counts as unchanged.
@@ -351,7 +356,7 @@ def _list(scim: ScimClient, run_id: int, counters: Counters, report: Progress, r
     with ThreadPoolExecutor(max_workers=PAGE_WRITERS, thread_name_prefix="reconcile-writer") as pool:
         try:
             for listings in prefetched(scim.iter_listing(), batch=BATCH_PAGES):
-                inflight.add(pool.submit(_write_pages, run_id, listings, role_map, connections))
+                inflight.add(pool.submit(_write_pages, run_id, listings, role_map, connections, scim))
                 if len(inflight) >= PAGE_WRITERS:
                     collect(block=True)
             while inflight:
@@ -417,6 +422,9 @@ def _retire_missing(scim: ScimClient, run_id: int, counters: Counters, report: P
                 counters.seen += 1
                 _add(counters, result.created, result.updated, result.unchanged + result.stale)
             publish_changes(result.changes)
+        waits, waited_ms = scim.take_budget_waits()
+        counters.budget_waits += waits
+        counters.budget_wait_ms += waited_ms
         with unit_of_work() as session:
             record_progress(session, run_id, counters)
         report("confirming", counters)

@@ -1,8 +1,9 @@
-"""guarded-run review: the review of a run the guard stopped, its candidates; user runs found by user
+"""guarded-run review: the review of a run the guard stopped, its candidates; user runs found by user; budget waits
 
 A run stopped by the deactivation guard records the users its listing missed, so an admin can approve (each one is
 re-confirmed with the directory, only the really gone are retired) or dismiss it from the console, with no setting
-change or restart. The user page lists a user's single-user syncs, hence the index on ``target_user_id``.
+change or restart. The user page lists a user's single-user syncs, hence the index on ``target_user_id``. A run
+counts its waits for the shared SCIM rate budget, so the sync page can say how much of a run was spent waiting.
 
 Revision ID: 1401
 Revises: 0002
@@ -64,9 +65,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("run_id", "user_id", name=op.f("pk_guard_candidates")),
     )
     op.create_index("ix_sync_runs_target_user_id", "sync_runs", ["target_user_id"], unique=False)
+    op.add_column("sync_runs", sa.Column("budget_waits", sa.Integer(), server_default="0", nullable=False))
+    op.add_column("sync_runs", sa.Column("budget_wait_ms", sa.BigInteger(), server_default="0", nullable=False))
 
 
 def downgrade() -> None:
+    op.drop_column("sync_runs", "budget_wait_ms")
+    op.drop_column("sync_runs", "budget_waits")
     op.drop_index("ix_sync_runs_target_user_id", table_name="sync_runs")
     op.drop_table("guard_candidates")
     op.drop_table("guard_reviews")

@@ -25,7 +25,9 @@
 
   function update(box, run) {
     box.querySelectorAll("[data-counter]").forEach(function (cell) {
-      cell.textContent = text(pick(run, cell.dataset.counter));
+      var value = pick(run, cell.dataset.counter);
+      if (cell.dataset.scale && typeof value === "number") { value = (value * Number(cell.dataset.scale)).toFixed(1); }
+      cell.textContent = text(value);
     });
     var estimate = box.querySelector("[data-estimate]");
     if (estimate) { estimate.textContent = minutesLeft(run) || "—"; }
