@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     # Each open stream holds a web thread; past this many per process new streams get 503 and retry.
     live_stream_max_per_process: int = Field(default=4, ge=1)
     db_pool_size: int = Field(default=10, ge=1, le=100)
+    # The web server's read timeouts (web/server_worker.py): a request's headers must arrive within this many seconds
+    # of a new connection (or of the request's first byte on a kept-alive one), its body within this many after them.
+    web_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    web_body_timeout_seconds: float = Field(default=30.0, gt=0)
 
     reconcile_cron: str = "0 2 * * *"
     reconcile_max_deactivate_share: float = Field(default=0.05, ge=0, le=1)
@@ -120,6 +124,11 @@ class Settings(BaseSettings):
         if not value.startswith("postgresql+psycopg://"):
             raise ValueError("DATABASE_URL must be a PostgreSQL URL (postgresql://...)")
         return value
+
+    @property
+    def max_request_body_bytes(self) -> int:
+        """The largest request body the web tier takes: a webhook delivery's limit, and never under 1 MiB."""
+        return max(self.webhook_max_body_bytes, 1024 * 1024)
 
     @property
     def is_production(self) -> bool:

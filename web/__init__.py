@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config.update(
         SETTINGS=settings,
         SECRET_KEY=(settings.secret_key.get_secret_value() if settings.secret_key else secrets.token_hex(32)),
-        MAX_CONTENT_LENGTH=max(settings.webhook_max_body_bytes, 1024 * 1024),
+        MAX_CONTENT_LENGTH=settings.max_request_body_bytes,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.app_env != "development",
