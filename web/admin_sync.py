@@ -39,6 +39,7 @@ from web.errors import APIError, wants_page
 from web.validate import choice_arg, int_arg, optional_int_arg
 
 bp = Blueprint("admin_sync", __name__, url_prefix="/admin/sync", cli_group="sync")
+bp.cli.help = "Sync users from Asgardeo: a full reconciliation now, or one user (flask sync run --user ID)."
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 4096
