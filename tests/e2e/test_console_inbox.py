@@ -9,32 +9,16 @@ import pytest
 from sqlalchemy import select
 
 from models.db import unit_of_work
-from models.inbox import parse_envelope
 from models.tables import WebhookEvent
-from tests import webhook_payloads as payloads
 from tests.e2e.console_support import sign_in_with_cookie
+from tests.factories import make_event
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("clean_db", "clean_redis")]
 
 
 def _event(kind: str, status: str, error: str | None = None) -> int:
-    body = payloads.sample(kind)
-    envelope = parse_envelope(body)
     with unit_of_work() as session:
-        row = WebhookEvent(
-            jti=envelope.jti,
-            event_type=envelope.event_type,
-            event_uri=envelope.event_uri,
-            asgardeo_user_id=envelope.asgardeo_user_id,
-            iat=envelope.iat,
-            payload=body,
-            status=status,
-            attempts=5 if status == "failed" else 1,
-            last_error=error,
-        )
-        session.add(row)
-        session.flush()
-        return row.id
+        return make_event(session, kind, status=status, attempts=5 if status == "failed" else 1, last_error=error).id
 
 
 def _status(event_id: int) -> str:
