@@ -7,7 +7,8 @@ go through the service's JSON formatter; requests are logged by the app itself w
 import os
 
 bind = os.environ.get("WEB_BIND") or f"0.0.0.0:{os.environ.get('PORT', '5000')}"
-worker_class = "gthread"
+# gthread, with each request read in full by the worker's event loop before a thread runs it (slow senders).
+worker_class = "web.server_worker.BufferingThreadWorker"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("WEB_THREADS", "8"))
 timeout = 60

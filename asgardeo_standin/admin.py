@@ -3,6 +3,10 @@
 Every directory change made here goes through :class:`~asgardeo_standin.directory.Directory`, so it emits the
 same webhooks a SCIM write would. Nothing here waits on webhook delivery except ``webhook/flush``, whose job
 is to wait.
+
+Bodies are flat JSON objects with exactly the keys documented in docs/standin.md (:data:`BODIES`); anything else
+(an unknown key, a SCIM-style ``Operations`` list, a body that is not an object) is a 400 naming what is accepted,
+so a plausible-looking body never answers 200 while changing nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +24,36 @@ if TYPE_CHECKING:
     from .server import Standin
 
 
+# The keys each route accepts (profile fields: username, email, given_name, family_name, groups).
+BODIES: dict[str, frozenset[str]] = {
+    "seed": frozenset({"count", "prefix"}),
+    "create_user": frozenset({*PROFILE_FIELDS, "password", "disabled", "locked", "id"}),
+    "update_user": frozenset({*PROFILE_FIELDS, "password"}),
+    "chaos": frozenset(ChaosConfig.__dataclass_fields__),
+    "webhook": frozenset({"url", "secret"}),
+    "flush": frozenset({"timeout"}),
+    "ratelimit": frozenset({"per_minute", "window_seconds"}),
+}
+
+
+def body(route: str, *, required: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The request's JSON object with only the keys :data:`BODIES` lists for ``route``; else a 400."""
+    accepted = ", ".join(sorted(BODIES[route]))
+    if not request.get_data(cache=True).strip():
+        data: Any = {}
+    else:
+        data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise DirectoryError(f"send a JSON object with some of: {accepted}")
+    unknown = sorted(set(data) - BODIES[route])
+    if unknown:
+        raise DirectoryError(f"unknown field(s) {', '.join(unknown)}; this route accepts: {accepted}")
+    missing = sorted(required - set(data))
+    if missing:
+        raise DirectoryError(f"missing field(s) {', '.join(missing)}; this route accepts: {accepted}")
+    return data
+
+
 def create_blueprint(standin: Standin) -> Blueprint:
     bp = Blueprint("standin_admin", __name__, url_prefix="/_standin")
     directory = standin.directory
@@ -27,10 +61,6 @@ def create_blueprint(standin: Standin) -> Blueprint:
     @bp.errorhandler(DirectoryError)
     def directory_error(exc: DirectoryError) -> tuple[Response, int]:
         return jsonify({"error": type(exc).__name__, "detail": str(exc)}), exc.status
-
-    def body() -> dict[str, Any]:
-        data = request.get_json(silent=True)
-        return data if isinstance(data, dict) else {}
 
     def resource(user_id: str) -> Response:
         return jsonify(user_resource(directory.get(user_id), standin.base_url))
@@ -41,13 +71,13 @@ def create_blueprint(standin: Standin) -> Blueprint:
 
     @bp.post("/seed")
     def seed() -> Response:
-        data = body()
+        data = body("seed", required=frozenset({"count"}))
         result = directory.seed(int(data.get("count", 0)), str(data.get("prefix", "user")))
         return jsonify({**result, "total": directory.count()})
 
     @bp.post("/users")
     def create_user() -> tuple[Response, int]:
-        data = body()
+        data = body("create_user")
         fields = {k: data[k] for k in PROFILE_FIELDS if k in data}
         if "username" not in fields:
             raise DirectoryError("username is required")
@@ -62,7 +92,9 @@ def create_blueprint(standin: Standin) -> Blueprint:
 
     @bp.patch("/users/<user_id>")
     def update_user(user_id: str) -> Response:
-        data = body()
+        data = body("update_user")
+        if not data:
+            raise DirectoryError(f"send at least one of: {', '.join(sorted(BODIES['update_user']))}")
         directory.update_profile(
             user_id, {k: data[k] for k in PROFILE_FIELDS if k in data}, password=data.get("password")
         )
@@ -105,13 +137,13 @@ def create_blueprint(standin: Standin) -> Blueprint:
     @bp.put("/chaos")
     def set_chaos() -> Response:
         known = set(ChaosConfig.__dataclass_fields__)
-        chaos = ChaosConfig(**{k: v for k, v in body().items() if k in known})
+        chaos = ChaosConfig(**{k: v for k, v in body("chaos").items() if k in known})
         standin.publisher.set_chaos(chaos)
         return jsonify(asdict(chaos))
 
     @bp.put("/webhook")
     def set_webhook() -> Response:
-        data = body()
+        data = body("webhook")
         standin.publisher.configure(data.get("url"), data.get("secret"))
         return jsonify(standin.publisher.status())
 
@@ -121,12 +153,12 @@ def create_blueprint(standin: Standin) -> Blueprint:
 
     @bp.post("/webhook/flush")
     def flush() -> Response:
-        idle = standin.publisher.wait_idle(float(body().get("timeout", 10)))
+        idle = standin.publisher.wait_idle(float(body("flush").get("timeout", 10)))
         return jsonify({"idle": idle, **standin.publisher.status()})
 
     @bp.put("/ratelimit")
     def set_rate_limit() -> Response:
-        data = body()
+        data = body("ratelimit")
         window = data.get("window_seconds")
         standin.limiter.configure(int(data.get("per_minute", 0)), float(window) if window else None)
         return jsonify({"per_minute": standin.limiter.per_minute})

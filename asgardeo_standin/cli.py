@@ -1,7 +1,8 @@
 """``asgardeo-standin``: run the stand-in, or operate a running one through its admin API.
 
 ``serve`` reads ``STANDIN_*`` variables (see :meth:`StandinConfig.from_env`), then applies the flags.
-The other commands talk to ``--url`` (default ``$STANDIN_URL`` or ``http://127.0.0.1:8400``).
+The other commands talk to ``--url``: by default ``$STANDIN_URL``, else the stand-in of a running local run (its
+address is in ``.local/standin-url``), else ``http://127.0.0.1:8300``, the local run's own default.
 """
 
 from __future__ import annotations
@@ -15,12 +16,25 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
+
+import requests
 
 from .client import StandinAdmin
 from .config import StandinConfig
 from .server import start_in_thread
 
-DEFAULT_URL = "http://127.0.0.1:8400"
+DEFAULT_URL = "http://127.0.0.1:8300"
+# Written by ``python -m localrun`` when its stand-in is up (it may have moved off 8300 when that port was taken).
+LOCAL_RUN_URL_FILE = Path(os.environ.get("LOCALRUN_DATA_DIR", ".local")) / "standin-url"
+
+
+def default_url() -> str:
+    if os.environ.get("STANDIN_URL"):
+        return os.environ["STANDIN_URL"]
+    if LOCAL_RUN_URL_FILE.exists():
+        return LOCAL_RUN_URL_FILE.read_text().strip() or DEFAULT_URL
+    return DEFAULT_URL
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -80,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--redirect-uri", action="append", help="web client redirect URI (repeatable)")
     serve.add_argument("--backchannel-logout-uri")
 
-    url_help = f"admin URL of a running stand-in (default $STANDIN_URL or {DEFAULT_URL})"
+    url_help = f"admin URL of a running stand-in (default: $STANDIN_URL, the local run's, or {DEFAULT_URL})"
     commands = {
         "seed": ("seed N deterministic users", ["count"], ["--prefix"]),
         "create-user": ("create a user", ["username"], ["--password", "--email", "--given-name", "--family-name"]),
@@ -97,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     for name, (help_text, positionals, options) in commands.items():
         cmd = sub.add_parser(name, help=help_text)
-        cmd.add_argument("--url", default=os.environ.get("STANDIN_URL", DEFAULT_URL), help=url_help)
+        cmd.add_argument("--url", default=default_url(), help=url_help)
         for positional in positionals:
             cmd.add_argument(positional)
         for option in options:
@@ -128,5 +142,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "dump": admin.dump,
         "stats": admin.stats,
     }
-    print(json.dumps(results[args.command](), indent=2))
+    try:
+        print(json.dumps(results[args.command](), indent=2))
+    except requests.ConnectionError:
+        print(
+            f"asgardeo-standin: no stand-in answers at {args.url}. Start the local run (python -m localrun) or pass"
+            " --url (or set STANDIN_URL) to a running stand-in.",
+            file=sys.stderr,
+        )
+        return 2
+    except requests.HTTPError as exc:
+        detail = exc.response.text.strip() if exc.response is not None else str(exc)
+        print(f"asgardeo-standin: the stand-in refused {args.command}: {detail}", file=sys.stderr)
+        return 1
     return 0

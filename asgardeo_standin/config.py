@@ -44,6 +44,8 @@ class StandinConfig:
     webhook_secret: str | None = None
     chaos: ChaosConfig = field(default_factory=ChaosConfig)
     seed_demo: bool = False
+    # A JSON file that keeps the directory (users, ids, passwords' digests) across restarts; None keeps it in memory.
+    state_file: str | None = None
     access_token_ttl: int = 3600
     id_token_ttl: int = 3600
 
@@ -70,7 +72,7 @@ class StandinConfig:
         for attr in ("port", "rate_limit_per_minute", "access_token_ttl", "id_token_ttl"):
             if (value := text(attr.upper())) is not None:
                 setattr(cfg, attr, int(value))
-        for attr in ("web_backchannel_logout_uri", "webhook_url", "webhook_secret"):
+        for attr in ("web_backchannel_logout_uri", "webhook_url", "webhook_secret", "state_file"):
             if (value := text(attr.upper())) is not None:
                 setattr(cfg, attr, value)
         if (uris := listing("WEB_REDIRECT_URIS")) is not None:

@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 SEED_PASSWORD = "Passw0rd!"  # noqa: S105 - documented password of every seeded user
@@ -219,6 +219,28 @@ class Directory:
         if not hmac.compare_digest(user.password_hash, hash_password(password)):
             return None
         return user
+
+    # --- persistence -------------------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """Every user (ids, password digests, flags, versions) and the deleted ids, as plain JSON data."""
+        with self._lock:
+            return {
+                "users": [{**asdict(self._users[i]), "groups": list(self._users[i].groups)} for i in self._order],
+                "deleted": dict(self._deleted),
+            }
+
+    def restore(self, data: dict[str, Any]) -> int:
+        """Replace the directory with a :meth:`snapshot`, emitting nothing (these users are not new); returns the
+        number of users."""
+        users = [UserRecord(**{**u, "groups": tuple(u.get("groups", ()))}) for u in data.get("users", [])]
+        with self._lock:
+            self._users.clear()
+            self._by_username.clear()
+            self._order.clear()
+            for user in users:
+                self._insert(user)
+            self._deleted = {str(k): int(v) for k, v in data.get("deleted", {}).items()}
+            return len(self._order)
 
     # --- writes ------------------------------------------------------------------------------------------
     def _stamp(self, previous: int) -> int:

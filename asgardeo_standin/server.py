@@ -19,6 +19,7 @@ from . import admin, oidc, scim
 from .config import StandinConfig
 from .directory import Directory
 from .oidc import KeyStore, OidcProvider
+from .persist import DirectoryFile
 from .ratelimit import RateLimiter
 from .webhooks import WebhookPublisher
 
@@ -52,6 +53,7 @@ class Standin:
         self.limiter = RateLimiter(config.rate_limit_per_minute)
         self.publisher = WebhookPublisher(config.org, config.chaos)
         self.directory.subscribe(self.publisher.on_change)
+        self.directory_file = DirectoryFile(self.directory, config.state_file) if config.state_file else None
         self.provider = OidcProvider(config, self.directory, self.keys)
         self._stats_lock = threading.Lock()
         self._requests: Counter[str] = Counter()
@@ -97,6 +99,8 @@ class Standin:
     def stop(self) -> None:
         self.publisher.stop()
         self.provider.stop()
+        if self.directory_file is not None:
+            self.directory_file.stop()
 
 
 def create_app(standin: Standin) -> Flask:
@@ -209,6 +213,9 @@ def start_in_thread(config: StandinConfig | None = None) -> StandinHandle:
     standin.root_url = f"http://{config.host}:{server.server_port}"
     thread = threading.Thread(target=server.serve_forever, name="standin-http", daemon=True)
     thread.start()
+    if standin.directory_file is not None:
+        standin.directory_file.load()
+        standin.directory_file.start()
     if config.seed_demo:
         standin.seed_demo()
     if config.webhook_url:

@@ -90,15 +90,37 @@ def wait_http(port: int, deadline_seconds: float = 30) -> None:
     raise RuntimeError(f"nothing answered /healthz on port {port}")
 
 
+@dataclass(frozen=True)
+class Server:
+    port: int
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time of the server's process tree (master and workers) so far."""
+        import psutil
+
+        master = psutil.Process(self.pid)
+        total = 0.0
+        for process in (master, *master.children(recursive=True)):
+            times = process.cpu_times()
+            total += times.user + times.system
+        return total
+
+
 @contextmanager
-def gunicorn(env: dict[str, str], workers: int = 2, threads: int = 8) -> Iterator[int]:
+def gunicorn(
+    env: dict[str, str], workers: int = 2, threads: int = 8, worker_class: str | None = None
+) -> Iterator[Server]:
+    """The bench app under gunicorn with the service's own ``gunicorn.conf.py`` (its worker class unless
+    ``worker_class`` names another), on a free loopback port."""
     port = free_port()
     cmd = [
         str(ROOT / ".venv/bin/gunicorn"),
+        "--config",
+        str(ROOT / "gunicorn.conf.py"),
         "--bind",
         f"127.0.0.1:{port}",
-        "--worker-class",
-        "gthread",
+        *(["--worker-class", worker_class] if worker_class else []),
         "--workers",
         str(workers),
         "--threads",
@@ -110,7 +132,7 @@ def gunicorn(env: dict[str, str], workers: int = 2, threads: int = 8) -> Iterato
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
     try:
         wait_http(port)
-        yield port
+        yield Server(port, proc.pid)
     finally:
         proc.terminate()
         proc.wait(15)

@@ -94,6 +94,75 @@ def intake_rows() -> list[Row]:
                 _met(paced["p99"] <= 50),
             )
         )
+    rows += before_after_rows(lines)
+    rows += cpu_rows(path.read_text())
+    return rows
+
+
+_CPU_LINE = re.compile(
+    r"^(?P<label>.*)server CPU per request \(saturated\): bare (?P<bare>\d+) us, intake (?P<intake>\d+) us"
+)
+
+
+def cpu_lines(text: str) -> dict[str, dict[str, float]]:
+    """``{label prefix: {bare, intake}}`` (microseconds of server CPU per request) from bench.intake's output."""
+    return {
+        m["label"]: {"bare": float(m["bare"]), "intake": float(m["intake"])}
+        for line in text.splitlines()
+        if (m := _CPU_LINE.match(line.strip()))
+    }
+
+
+def cpu_rows(text: str) -> list[Row]:
+    found = cpu_lines(text)
+    now = found.get("")
+    rows: list[Row] = []
+    for label, before in found.items():
+        if not label or now is None:
+            continue
+        worker = label.removeprefix("before (").partition("): ")[0]
+        rows.append(
+            Row(
+                f"intake server CPU per delivery (saturated), this worker vs {worker}",
+                f"{now['intake']:.0f} us",
+                f"{worker} {before['intake']:.0f} us",
+                _ratio(now["intake"], before["intake"]),
+                "<= 1.0x before",
+                _met(now["intake"] <= before["intake"]),
+            )
+        )
+    return rows
+
+
+def before_after_rows(lines: dict[str, dict[str, float]]) -> list[Row]:
+    """The intake on the service's worker beside the same run on the worker it had before (``bench.intake`` runs
+    both, ``before (<worker>): `` labels the earlier one): throughput must not fall."""
+    rows: list[Row] = []
+    for label, before in lines.items():
+        if not label.startswith("before (") or "): " not in label:
+            continue
+        worker, _, what = label.removeprefix("before (").partition("): ")
+        now = lines.get(what)
+        if now is None or what not in ("intake (saturated)", "bare endpoint (saturated)", "intake @300/s"):
+            continue
+        if what == "intake @300/s":
+            value, base, target, ok = now["p99"], before["p99"], "<= 50 ms", now["p99"] <= 50
+            figure, unit = f"{what} p99, this worker vs {worker}", "ms"
+        else:
+            value, base, target, ok = now["rate"], before["rate"], ">= 1.0x before", now["rate"] >= before["rate"]
+            figure, unit = f"{what}, this worker vs {worker}", "/s"
+            if what.startswith("bare"):
+                target, ok = "none (information)", True
+        rows.append(
+            Row(
+                figure,
+                f"{value:.1f} {unit}" if unit == "ms" else f"{value:.0f}{unit}",
+                f"{worker} {base:.1f} {unit}" if unit == "ms" else f"{worker} {base:.0f}{unit}",
+                _ratio(value, base),
+                target,
+                _met(ok) if target != "none (information)" else "n/a",
+            )
+        )
     return rows
 
 

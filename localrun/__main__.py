@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import secrets
+import shlex
 import signal
 import sys
 import time
@@ -23,6 +24,7 @@ from typing import Any
 
 import requests
 
+from asgardeo_standin.server import DEMO_USERS
 from localrun.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from localrun.procfile import ROOT, read_procfile
 from localrun.supervisor import Supervisor
@@ -166,6 +168,8 @@ def _prepare(args: argparse.Namespace, servers: list[EmbeddedPostgres | Embedded
             "WEBHOOK_SECRETS": env.get("WEBHOOK_SECRETS") or local["WEBHOOK_SECRETS"],
             "FLOWER_BASIC_AUTH": env.get("FLOWER_BASIC_AUTH") or local["FLOWER_BASIC_AUTH"],
             "FLOWER_PORT": str(args.flower_port),
+            # The sync pages link to Flower: it must be the Flower this run starts, whatever --flower-port says.
+            "FLOWER_URL": env.get("FLOWER_URL") or f"http://127.0.0.1:{args.flower_port}",
             "FLOWER_DB": str(DATA / "flower.db"),
             "BEAT_SCHEDULE_FILE": str(DATA / "celerybeat-schedule"),
             "WEB_BIND": f"127.0.0.1:{args.web_port}",
@@ -182,6 +186,7 @@ def _prepare(args: argparse.Namespace, servers: list[EmbeddedPostgres | Embedded
                 "STANDIN_PORT": str(standin_port),
             }
         )
+    _write_run_env(env)
     os.environ.update({k: env[k] for k in ("DATABASE_URL", "REDIS_URL")})
     from models import migrate  # noqa: PLC0415 - reads DATABASE_URL set just above
     from models.settings import get_settings  # noqa: PLC0415
@@ -190,6 +195,15 @@ def _prepare(args: argparse.Namespace, servers: list[EmbeddedPostgres | Embedded
     migrate.upgrade(env["DATABASE_URL"])
     _say("database migrated")
     return env
+
+
+def _write_run_env(env: dict[str, str]) -> None:
+    """This run's settings as a shell file, so the ``flask`` commands in another terminal reach the same servers.
+    It holds the run's secrets, like secrets.json beside it: owner-only."""
+    chosen = {k: v for k, v in sorted(env.items()) if os.environ.get(k) != v and k != "PATH"}
+    path = DATA / "run.env"
+    path.write_text("".join(f"{name}={shlex.quote(value)}\n" for name, value in chosen.items()))
+    path.chmod(0o600)
 
 
 def _standin_env(env: dict[str, str]) -> dict[str, str]:
@@ -206,6 +220,8 @@ def _standin_env(env: dict[str, str]) -> dict[str, str]:
         "STANDIN_M2M_CLIENT_ID": M2M_CLIENT_ID,
         "STANDIN_M2M_CLIENT_SECRET": env["SCIM_CLIENT_SECRET"],
         "STANDIN_SEED_DEMO": "true",
+        # The directory survives restarts, so the demo users keep their ids and the app's table stays as it was.
+        "STANDIN_STATE_FILE": str(DATA / "standin-directory.json"),
     }
 
 
@@ -219,6 +235,8 @@ def _start_processes(args: argparse.Namespace, env: dict[str, str], supervisor: 
             "the Asgardeo stand-in",
             30,
         )
+        # The stand-in's CLI reads this to find the running stand-in without --url.
+        (DATA / "standin-url").write_text(f"http://127.0.0.1:{env['STANDIN_PORT']}\n")
     for name, command in read_procfile().items():
         supervisor.start(name, command, env, ROOT)
 
@@ -240,20 +258,51 @@ def _check_ready(args: argparse.Namespace, env: dict[str, str]) -> None:
 
         standin = StandinAdmin(f"http://127.0.0.1:{env['STANDIN_PORT']}")
         standin.set_webhook(f"{web}/webhooks/asgardeo", env["WEBHOOK_SECRETS"].split(",")[0])
+    if args.check:
+        _check_reconciliation()
     _banner(args, env, flower, user, password)
 
 
+def _check_reconciliation() -> None:
+    """A full reconciliation through the worker: proves the SCIM client, and that a restart changed nothing."""
+    from tasks.reconcile import run as reconcile  # noqa: PLC0415 - the Celery app reads REDIS_URL set by _prepare
+
+    outcome = reconcile.apply_async(kwargs={"trigger": "check"}).get(timeout=180)
+    if outcome.get("status") != "succeeded":
+        raise RuntimeError(f"the check's full reconciliation did not succeed: {outcome}")
+    counts = ", ".join(f"{name} {outcome.get(name, 0)}" for name in ("seen", "created", "updated", "deactivated"))
+    _say(f"full reconciliation run {outcome['run_id']} succeeded: {counts}")
+
+
 def _banner(args: argparse.Namespace, env: dict[str, str], flower: str, user: str, password: str) -> None:
+    """Everything a person needs next, in one place: pages, API docs, commands and credentials."""
+    web = env["PUBLIC_BASE_URL"]
     lines = [
         "",
         "  The service is up.",
-        f"    web          {env['PUBLIC_BASE_URL']}/          (readiness: /readyz)",
-        f"    Flower       {flower}/          user {user!r}, password {password!r}",
+        "",
+        "  Pages (sign in as the demo admin):",
+        f"    start / sign in    {web}/",
+        f"    users              {web}/admin/users",
+        f"    sync (run now)     {web}/admin/sync",
+        f"    inbox              {web}/admin/events",
+        f"    live changes       {web}/admin/live",
+        f"    sync health        {web}/admin/health",
+        f"    API reference      {web}/api-docs      (machine-readable: {web}/openapi.json)",
+        f"    Flower             {flower}/          user {user!r}, password {password!r}",
+        "",
+        "  Command line, in another terminal (this run's settings are in .local/run.env):",
+        "    set -a; . .local/run.env; set +a; source .venv/bin/activate",
+        "    flask --app 'web:create_app()' sync run            full reconciliation now (--user ID: one user)",
+        "    flask --app 'web:create_app()' users grant-role EMAIL admin",
     ]
     if "STANDIN_PORT" in env:
+        demo = ", ".join(f"{u['username']} / {u['password']}" for u in DEMO_USERS)
         lines += [
-            f"    Asgardeo     {env['ASGARDEO_BASE_URL']}  (local stand-in)",
-            "    demo logins  admin@example.com and employee@example.com (passwords printed by the stand-in above)",
+            "    asgardeo-standin dump | seed 100 | update-user ID --given-name Ada | disable ID",
+            "",
+            f"  Asgardeo (local stand-in): {env['ASGARDEO_BASE_URL']}",
+            f"  Demo sign-ins: {demo}",
         ]
     lines += ["", "  Ctrl-C stops everything.", ""]
     print("\n".join(lines), flush=True)

@@ -138,6 +138,25 @@ def insert_event(conn: Session | Connection, envelope: Envelope, raw_body: str |
     return insert_events(conn, [(envelope, raw_body)])[0]
 
 
+# Both payloads as Postgres's jsonb prints them, so key order and whitespace do not count as a difference.
+_COMPARE_SQL = text(
+    """
+SELECT encode(sha256(convert_to(payload::text, 'UTF8')), 'hex') AS stored,
+       encode(sha256(convert_to(CAST(:body AS jsonb)::text, 'UTF8')), 'hex') AS received
+FROM webhook_events WHERE jti = :jti
+"""
+)
+
+
+def body_conflict(conn: Session | Connection, jti: str, raw_body: str) -> tuple[str, str] | None:
+    """``(stored, received)`` SHA-256 digests when the event stored under ``jti`` holds another body than
+    ``raw_body``; ``None`` when they are the same JSON (a retry) or nothing is stored under ``jti``."""
+    row = conn.execute(_COMPARE_SQL, {"jti": jti, "body": raw_body}).one_or_none()
+    if row is None or row.stored == row.received:
+        return None
+    return str(row.stored), str(row.received)
+
+
 def mark_received(session: Session | Connection, event_ids: Sequence[int]) -> None:
     """No message is in the broker for these events (the publish failed); the relay will send them."""
     if event_ids:
@@ -283,3 +302,8 @@ def get_event(session: Session, event_id: int) -> WebhookEvent | None:
 def count_by_status(session: Session) -> Mapping[str, int]:
     rows = session.execute(select(WebhookEvent.status, func.count()).group_by(WebhookEvent.status)).all()
     return {status: int(count) for status, count in rows}
+
+
+def event_types(session: Session) -> list[str]:
+    """The event types the inbox holds, for the console's filter (a handful; the column is indexed)."""
+    return list(session.execute(select(WebhookEvent.event_type).distinct().order_by(WebhookEvent.event_type)).scalars())

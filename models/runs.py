@@ -53,6 +53,9 @@ class Counters:
     deactivated: int = 0
     failed: int = 0
     total_results: int | None = None
+    # Requests that waited for the shared SCIM rate budget, and how long in all.
+    budget_waits: int = 0
+    budget_wait_ms: int = 0
 
     def as_dict(self) -> dict[str, int | None]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -142,7 +145,8 @@ _ADD_PROGRESS_SQL = text(
     "UPDATE sync_runs SET heartbeat_at = now(), total_results = COALESCE(:total_results, total_results),"
     " pages_done = pages_done + :pages_done, seen = seen + :seen, created = created + :created,"
     " updated = updated + :updated, unchanged = unchanged + :unchanged, deactivated = deactivated + :deactivated,"
-    " failed = failed + :failed WHERE id = :run_id"
+    " failed = failed + :failed, budget_waits = budget_waits + :budget_waits,"
+    " budget_wait_ms = budget_wait_ms + :budget_wait_ms WHERE id = :run_id"
 )
 
 
@@ -206,6 +210,8 @@ def run_as_dict(run: SyncRun) -> dict[str, Any]:
         "unchanged": run.unchanged,
         "deactivated": run.deactivated,
         "failed": run.failed,
+        "budget_waits": run.budget_waits,
+        "budget_wait_ms": run.budget_wait_ms,
         "error": run.error,
         "started_at": iso(run.started_at),
         "heartbeat_at": iso(run.heartbeat_at),

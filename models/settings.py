@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     session_ttl_seconds: int = Field(default=8 * 3600, gt=0)
     session_cookie_name: str = "hrms_session"
     bootstrap_admin_emails: CsvList = Field(default_factory=list)
+    # Directory ids (the ID token's sub) that may become the first admin, for accounts without a verified email.
+    bootstrap_admin_ids: CsvList = Field(default_factory=list)
     group_role_map: CsvList = Field(default_factory=list)
 
     scim_client_id: str | None = None
@@ -87,6 +89,10 @@ class Settings(BaseSettings):
     # Each open stream holds a web thread; past this many per process new streams get 503 and retry.
     live_stream_max_per_process: int = Field(default=4, ge=1)
     db_pool_size: int = Field(default=10, ge=1, le=100)
+    # The web server's read timeouts (web/server_worker.py): a request's headers must arrive within this many seconds
+    # of a new connection (or of the request's first byte on a kept-alive one), its body within this many after them.
+    web_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    web_body_timeout_seconds: float = Field(default=30.0, gt=0)
 
     reconcile_cron: str = "0 2 * * *"
     reconcile_max_deactivate_share: float = Field(default=0.05, ge=0, le=1)
@@ -98,8 +104,12 @@ class Settings(BaseSettings):
     flower_basic_auth: SecretStr | None = None
     flower_url: str = "http://127.0.0.1:5555"
     metrics_token: SecretStr | None = None
+    # Production refuses to start without METRICS_TOKEN unless this says /metrics may be scraped without credentials.
+    metrics_public: bool = False
 
-    @field_validator("bootstrap_admin_emails", "group_role_map", "webhook_secrets", mode="before")
+    @field_validator(
+        "bootstrap_admin_emails", "bootstrap_admin_ids", "group_role_map", "webhook_secrets", mode="before"
+    )
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
@@ -114,6 +124,11 @@ class Settings(BaseSettings):
         if not value.startswith("postgresql+psycopg://"):
             raise ValueError("DATABASE_URL must be a PostgreSQL URL (postgresql://...)")
         return value
+
+    @property
+    def max_request_body_bytes(self) -> int:
+        """The largest request body the web tier takes: a webhook delivery's limit, and never under 1 MiB."""
+        return max(self.webhook_max_body_bytes, 1024 * 1024)
 
     @property
     def is_production(self) -> bool:
@@ -149,6 +164,8 @@ class Settings(BaseSettings):
             "FLOWER_BASIC_AUTH": self.flower_basic_auth,
         }
         missing = [name for name, value in required.items() if not value]
+        if not self.metrics_token and not self.metrics_public:
+            missing.append("METRICS_TOKEN (or METRICS_PUBLIC=true to serve /metrics without credentials)")
         if missing:
             raise SettingsError("missing required setting(s) for APP_ENV=production: " + ", ".join(missing))
         if self.issuer is None:

@@ -146,6 +146,7 @@ class SyncRun(Base):
         CheckConstraint(_in("kind", RUN_KINDS), name="kind"),
         Index("ix_sync_runs_status", "status"),
         Index("ix_sync_runs_started_at", "started_at"),
+        Index("ix_sync_runs_target_user_id", "target_user_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -163,6 +164,8 @@ class SyncRun(Base):
     unchanged: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
     deactivated: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
     failed: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
+    budget_waits: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
+    budget_wait_ms: Mapped[int] = mapped_column(BigInteger, server_default="0", default=0)
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = _now()
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -192,3 +195,41 @@ class UserChange(Base):
     run_id: Mapped[int | None] = mapped_column(ForeignKey("sync_runs.id", ondelete="SET NULL"))
     actor: Mapped[str | None] = mapped_column(String(320))
     created_at: Mapped[datetime] = _now()
+
+
+REVIEW_STATUSES = ("pending", "approving", "approved", "dismissed")
+CANDIDATE_OUTCOMES = ("retired", "kept", "unchanged", "failed")
+
+
+class GuardReview(Base):
+    """A full run the deactivation guard stopped, waiting for an admin: approve (re-confirm each candidate with the
+    directory, retire the really gone) or dismiss. One per guarded run."""
+
+    __tablename__ = "guard_reviews"
+    __table_args__ = (CheckConstraint(_in("status", REVIEW_STATUSES), name="status"),)
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("sync_runs.id", ondelete="CASCADE"), primary_key=True)
+    # Users not deleted when the run started counting, and how many of them the guard allows to retire.
+    population: Mapped[int] = mapped_column(Integer)
+    allowed: Mapped[int] = mapped_column(Integer)
+    share: Mapped[float]
+    # Confirmed gone (404) before the guard stopped the run; the rest of the candidates were not asked yet.
+    confirmed_gone: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), server_default="pending", default="pending")
+    reviewed_by: Mapped[str | None] = mapped_column(String(320))
+    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+
+
+class GuardCandidate(Base):
+    """An active user the guarded run's listing did not show: retired on approval only if the directory says 404."""
+
+    __tablename__ = "guard_candidates"
+    __table_args__ = (CheckConstraint(f"outcome IS NULL OR {_in('outcome', CANDIDATE_OUTCOMES)}", name="outcome"),)
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("guard_reviews.run_id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    asgardeo_id: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

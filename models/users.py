@@ -56,6 +56,9 @@ class Change:
     asgardeo_id: str
     action: str
     changes: dict[str, Any]
+    # Which path the change came by (webhook, reconcile, sync, login, admin, ...) and who, when a person did it.
+    source: str | None = None
+    actor: str | None = None
 
     def as_message(self) -> dict[str, Any]:
         return {
@@ -64,6 +67,8 @@ class Change:
             "asgardeo_id": self.asgardeo_id,
             "action": self.action,
             "changes": self.changes,
+            "source": self.source,
+            "actor": self.actor,
         }
 
 
@@ -84,7 +89,7 @@ class UpsertResult:
     @cached_property
     def changes(self) -> list[Change]:
         return [
-            Change(m["id"], m["user_id"], m["asgardeo_id"], m["action"], m["changes"])
+            Change(m["id"], m["user_id"], m["asgardeo_id"], m["action"], m["changes"], m.get("source"), m.get("actor"))
             for m in orjson.loads(self.encoded_changes)
         ]
 
@@ -176,7 +181,9 @@ SELECT (SELECT count(*) FROM audit WHERE action = 'created') AS created,
        (SELECT count(*) FROM diff WHERE stale) AS stale,
        (SELECT array_agg(user_id) FROM audit WHERE action IN ('deactivated', 'deleted')) AS lost_access,
        (SELECT CAST(COALESCE(json_agg(json_build_object('id', id, 'user_id', user_id, 'asgardeo_id', asgardeo_id,
-                                                        'action', action, 'changes', changes) ORDER BY id),
+                                                        'action', action, 'changes', changes,
+                                                        'source', CAST(:source AS text),
+                                                        'actor', CAST(:actor AS text)) ORDER BY id),
                              '[]') AS text)
         FROM audit) AS messages
 """
@@ -337,8 +344,13 @@ def record_change(
     )
     session.add(audit)
     session.flush()
-    return Change(audit.id, user.id, user.asgardeo_id, action, dict(changes))
+    return Change(audit.id, user.id, user.asgardeo_id, action, dict(changes), source, actor)
 
 
 def get_by_asgardeo_id(session: Session, asgardeo_id: str) -> User | None:
     return session.execute(select(User).where(User.asgardeo_id == asgardeo_id)).scalar_one_or_none()
+
+
+def has_active_admin(session: Session) -> bool:
+    """Whether any active user holds the ``admin`` role (the bootstrap-admin rule applies only while none does)."""
+    return session.scalar(select(User.id).where(User.role == "admin", User.status == "active").limit(1)) is not None

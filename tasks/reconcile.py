@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session
 
 from celeryconfig import RECONCILE_HARD_LIMIT, RECONCILE_SOFT_LIMIT
 from models.db import get_engine, unit_of_work
+from models.guard_review import open_review
 from models.runs import (
     Counters,
     RunInProgress,
@@ -190,7 +191,8 @@ def reconcile_all(
         try:
             scim = client or ScimClient()
             _list(scim, run_id, counters, report, role_map=settings.group_roles or None)
-            status = _retire_missing(scim, run_id, counters, report, share)
+            retirement = _retire_missing(scim, run_id, counters, report, share)
+            status = retirement.status
         except DirectoryError as exc:
             failure = f"listing incomplete, nobody deactivated: {exc}"
             log.warning("reconciliation failed", extra={"run_id": run_id, "error": str(exc)})
@@ -206,9 +208,22 @@ def reconcile_all(
                 finish_run(session, run_id, "failed", error=f"unexpected {type(exc).__name__}", counters=counters)
             raise
         error: str | None = None
-        if status == "guarded":
-            error = "guard: more users would be deactivated than RECONCILE_MAX_DEACTIVATE_SHARE allows; none were"
         with unit_of_work() as session:
+            if status == "guarded":
+                # The admin's review (approve or dismiss on the run's page) starts from these candidates.
+                missed = open_review(
+                    session,
+                    run_id,
+                    population=retirement.population,
+                    allowed=retirement.allowed,
+                    share=share,
+                    confirmed_gone=retirement.confirmed_gone,
+                )
+                error = (
+                    f"guard: the listing missed {missed} of {retirement.population} users and at least"
+                    f" {retirement.confirmed_gone} are gone, more than RECONCILE_MAX_DEACTIVATE_SHARE allows"
+                    f" ({retirement.allowed}); none were deactivated. Review the run to approve or dismiss."
+                )
             finish_run(session, run_id, status, error=error, counters=counters)
         report("done", counters)
         log.info("reconciliation finished", extra={"run_id": run_id, "status": status, "counters": counters.as_dict()})
@@ -242,7 +257,11 @@ class _WriterConnections:
 
 
 def _write_pages(
-    run_id: int, listings: list[Listing], role_map: dict[str, str] | None, connections: _WriterConnections
+    run_id: int,
+    listings: list[Listing],
+    role_map: dict[str, str] | None,
+    connections: _WriterConnections,
+    scim: ScimClient,
 ) -> list[Counters]:
     """Some pages in one short transaction: one upsert statement plus the run row's counters; publish after commit.
 
@@ -252,6 +271,7 @@ def _write_pages(
     pages = [listing.parse() for listing in listings]
     deltas = [Counters(pages_done=1, total_results=p.total_results, seen=len(p.users), failed=p.invalid) for p in pages]
     records = [user for page in pages for user in page.users]
+    deltas[-1].budget_waits, deltas[-1].budget_wait_ms = scim.take_budget_waits()
     with connections.transaction() as session:
         result = upsert_users(session, records, source=SOURCE, run_id=run_id, role_map=role_map)
         # A user listed twice (paging shifted between two pages) is written once; the repeat counts as unchanged.
@@ -336,7 +356,7 @@ def _list(scim: ScimClient, run_id: int, counters: Counters, report: Progress, r
     with ThreadPoolExecutor(max_workers=PAGE_WRITERS, thread_name_prefix="reconcile-writer") as pool:
         try:
             for listings in prefetched(scim.iter_listing(), batch=BATCH_PAGES):
-                inflight.add(pool.submit(_write_pages, run_id, listings, role_map, connections))
+                inflight.add(pool.submit(_write_pages, run_id, listings, role_map, connections, scim))
                 if len(inflight) >= PAGE_WRITERS:
                     collect(block=True)
             while inflight:
@@ -353,8 +373,16 @@ def _list(scim: ScimClient, run_id: int, counters: Counters, report: Progress, r
             planner.wait()
 
 
-def _retire_missing(scim: ScimClient, run_id: int, counters: Counters, report: Progress, share: float) -> str:
-    """Confirm unseen active users one by one; retire the really-gone unless the guard trips. Returns the status."""
+@dataclass(frozen=True)
+class _Retirement:
+    status: str
+    population: int
+    allowed: int
+    confirmed_gone: int
+
+
+def _retire_missing(scim: ScimClient, run_id: int, counters: Counters, report: Progress, share: float) -> _Retirement:
+    """Confirm unseen active users one by one; retire the really-gone unless the guard trips."""
     with unit_of_work() as session:
         population = session.execute(select(func.count()).where(User.status != "deleted")).scalar_one()
     allowed = math.floor(share * population)
@@ -382,7 +410,7 @@ def _retire_missing(scim: ScimClient, run_id: int, counters: Counters, report: P
                         "reconciliation guard tripped",
                         extra={"run_id": run_id, "gone_so_far": len(gone), "allowed": allowed},
                     )
-                    return "guarded"
+                    return _Retirement("guarded", population, allowed, len(gone))
                 continue
             except (ValueError, DirectoryError) as exc:
                 # Not confirmed gone, so kept; the next run asks again.
@@ -394,6 +422,9 @@ def _retire_missing(scim: ScimClient, run_id: int, counters: Counters, report: P
                 counters.seen += 1
                 _add(counters, result.created, result.updated, result.unchanged + result.stale)
             publish_changes(result.changes)
+        waits, waited_ms = scim.take_budget_waits()
+        counters.budget_waits += waits
+        counters.budget_wait_ms += waited_ms
         with unit_of_work() as session:
             record_progress(session, run_id, counters)
         report("confirming", counters)
@@ -410,7 +441,7 @@ def _retire_missing(scim: ScimClient, run_id: int, counters: Counters, report: P
             record_progress(session, run_id, counters)
         publish_changes(changes)
         report("deactivating", counters)
-    return "succeeded"
+    return _Retirement("succeeded", population, allowed, len(gone))
 
 
 @app.task(

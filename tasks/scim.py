@@ -281,6 +281,9 @@ class ScimClient:
         self._count_lock = threading.Lock()
         self.requests_sent = 0
         self.retries = 0
+        # Waits for the shared rate budget not yet reported (see take_budget_waits).
+        self._budget_waits = 0
+        self._budget_wait_ms = 0
         self._memo: tuple[str, float] | None = None
 
     # --- token ---------------------------------------------------------------------------------------------
@@ -328,6 +331,14 @@ class ScimClient:
         with contextlib.suppress(redis.RedisError):
             self._cache.delete(self._token_key)
 
+    def take_budget_waits(self) -> tuple[int, int]:
+        """``(waits, milliseconds waited)`` for the rate budget since the last call (a run's page adds them to its
+        counters, so the console shows how much of a run was spent waiting for Asgardeo's limit)."""
+        with self._count_lock:
+            taken = (self._budget_waits, self._budget_wait_ms)
+            self._budget_waits = self._budget_wait_ms = 0
+        return taken
+
     # --- HTTP ----------------------------------------------------------------------------------------------
     def _http(self) -> requests.Session:
         if self._shared_http is not None:
@@ -359,6 +370,9 @@ class ScimClient:
             if waited > 0:
                 metrics.inc("rate_budget_waits")
                 metrics.inc("rate_budget_wait_seconds", waited)
+                with self._count_lock:
+                    self._budget_waits += 1
+                    self._budget_wait_ms += round(waited * 1000)
             response: requests.Response | None = None
             try:
                 self._count()

@@ -8,7 +8,7 @@ import uuid
 from sqlalchemy.orm import Session
 
 from models.sessions import IssuedSession, create_session
-from models.tables import User
+from models.tables import User, WebhookEvent
 from models.users import UserRecord
 
 _counter = itertools.count(1)
@@ -52,3 +52,26 @@ def make_user(session: Session, **overrides: object) -> User:
 
 def login(session: Session, user: User, ttl_seconds: int = 3600) -> IssuedSession:
     return create_session(session, user, ttl_seconds=ttl_seconds)
+
+
+def make_event(session: Session, kind: str = "userCreated", **overrides: object) -> WebhookEvent:
+    """An inbox row for a well-formed sample delivery of ``kind`` (so a replay can really apply it)."""
+    from models.inbox import parse_envelope
+    from tests import webhook_payloads
+
+    body = webhook_payloads.sample(kind)
+    envelope = parse_envelope(body)
+    values: dict[str, object] = {
+        "jti": envelope.jti,
+        "event_type": envelope.event_type,
+        "event_uri": envelope.event_uri,
+        "asgardeo_user_id": envelope.asgardeo_user_id,
+        "iat": envelope.iat,
+        "payload": body,
+        "status": "received",
+    }
+    values.update(overrides)
+    event = WebhookEvent(**values)
+    session.add(event)
+    session.flush()
+    return event

@@ -22,14 +22,20 @@ from web import (
     admin,
     admin_events,
     admin_sync,
+    api_docs,
     auth,
     cli_users,
+    console,
+    console_sync,
+    console_users,
+    csrf,
     events,
     health,
     metrics,
     oidc,
     openapi,
     pages,
+    security_headers,
     sync_health,
     webhooks,
 )
@@ -51,7 +57,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config.update(
         SETTINGS=settings,
         SECRET_KEY=(settings.secret_key.get_secret_value() if settings.secret_key else secrets.token_hex(32)),
-        MAX_CONTENT_LENGTH=max(settings.webhook_max_body_bytes, 1024 * 1024),
+        MAX_CONTENT_LENGTH=settings.max_request_body_bytes,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.app_env != "development",
@@ -59,9 +65,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     register_error_handlers(app)
     oidc.init_app(app, settings)
+    csrf.init_app(app)
+    security_headers.init_app(app, settings)
+    console.init_app(app)
     app.cli.add_command(cli_users.users)
     blueprints = (health, metrics, openapi, pages, auth, webhooks, admin, admin_events, admin_sync, events, sync_health)
     for module in blueprints:
+        app.register_blueprint(module.bp)
+    for module in (console_users, console_sync, api_docs):
         app.register_blueprint(module.bp)
     _install_request_ids(app)
     app.context_processor(_template_user)
@@ -98,7 +109,6 @@ def _install_request_ids(app: Flask) -> None:
     @app.after_request
     def _finish(response: Response) -> Response:
         response.headers["X-Request-ID"] = g.get("request_id", "")
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
         elapsed_ms = round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2)
         log.info(
             "request",

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, jsonify, render_template
+from flask import Blueprint, Response, jsonify, redirect, url_for
 from sqlalchemy import func, select
+from werkzeug.wrappers import Response as BaseResponse
 
 from models import inbox
 from models.db import SessionFactory, get_engine, unit_of_work
-from models.tables import EVENT_STATUSES, User, UserChange, WebhookEvent
+from models.tables import EVENT_STATUSES, WebhookEvent
+from web import console_inbox, console_live
 from web.access import current_user, require_role
-from web.errors import APIError
+from web.errors import APIError, wants_page
 from web.serialize import event_json
 from web.validate import choice_arg, int_arg, optional_int_arg, text_arg
 from web.webhooks import publisher
@@ -22,18 +24,19 @@ log = logging.getLogger(__name__)
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 REPLAY_ALL_LIMIT = 1000
-LIVE_PAGE_USERS = 500
 
 
 @bp.get("/events")
 @require_role("admin")
-def list_events() -> Response:
+def list_events() -> Response | str:
     """Newest first; filter by ``status``, ``type``, ``user_id``; page with ``before_id`` (``next_before_id``)."""
     status = choice_arg("status", EVENT_STATUSES)
     event_type = text_arg("type", max_length=64)
     user_id = text_arg("user_id", max_length=64)
     limit = int_arg("limit", DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
     before_id = optional_int_arg("before_id")
+    if wants_page():
+        return console_inbox.events_page(status=status, event_type=event_type, before_id=before_id, limit=limit)
     get_engine()
     with SessionFactory() as session:
         rows = inbox.list_events(
@@ -46,8 +49,10 @@ def list_events() -> Response:
 
 @bp.get("/events/<int:event_id>")
 @require_role("admin")
-def show_event(event_id: int) -> Response:
+def show_event(event_id: int) -> Response | str:
     """One event with the payload Asgardeo sent (it holds no secret; the signature header is never stored)."""
+    if wants_page():
+        return console_inbox.event_page(event_id)
     get_engine()
     with SessionFactory() as session:
         row = inbox.get_event(session, event_id)
@@ -63,7 +68,7 @@ def _actor() -> str | None:
 
 @bp.post("/events/<int:event_id>/replay")
 @require_role("admin")
-def replay_event(event_id: int) -> tuple[Response, int]:
+def replay_event(event_id: int) -> tuple[Response, int] | BaseResponse:
     """Queue a failed (or stranded) event again; 409 for an event already applied or ignored."""
     with unit_of_work() as session:
         try:
@@ -77,12 +82,14 @@ def replay_event(event_id: int) -> tuple[Response, int]:
         with unit_of_work() as session:
             inbox.mark_received(session, unsent)
     log.info("event replayed by an admin", extra={"event_id": event_id, "actor": _actor()})
+    if wants_page():
+        return redirect(url_for("admin_events.show_event", event_id=event_id, queued=1), code=303)
     return jsonify(status="queued", id=event_id, queued=not unsent), 202
 
 
 @bp.post("/events/replay-failed")
 @require_role("admin")
-def replay_failed() -> tuple[Response, int]:
+def replay_failed() -> tuple[Response, int] | BaseResponse:
     """Queue up to 1000 failed events again, oldest first; call again while ``remaining`` is above zero."""
     with unit_of_work() as session:
         ids = inbox.claim_failed_for_replay(session, limit=REPLAY_ALL_LIMIT)
@@ -94,15 +101,13 @@ def replay_failed() -> tuple[Response, int]:
             select(func.count()).select_from(WebhookEvent).where(WebhookEvent.status == "failed")
         ).scalar_one()
     log.info("failed events replayed by an admin", extra={"count": len(ids), "actor": _actor()})
+    if wants_page():
+        return redirect(url_for("admin_events.list_events", replayed=len(ids), remaining=remaining), code=303)
     return jsonify(replayed=len(ids), unsent=len(unsent), remaining=remaining), 202
 
 
 @bp.get("/live")
 @require_role("admin")
 def live_users() -> str:
-    """The user table, updated in place from ``/events/users``."""
-    get_engine()
-    with SessionFactory() as session:
-        users = list(session.execute(select(User).order_by(User.id.desc()).limit(LIVE_PAGE_USERS)).scalars())
-        last_change = session.execute(select(func.coalesce(func.max(UserChange.id), 0))).scalar_one()
-    return render_template("live_users.html", users=users, last_change=last_change)
+    """The user table, updated in place from ``/events/users`` (see :mod:`web.console_live`)."""
+    return console_live.live_page()

@@ -15,8 +15,6 @@ import logging
 from typing import Any
 
 import click
-import kombu.exceptions
-import redis
 from flask import Blueprint, Response, jsonify, request, url_for
 
 from models.db import SessionFactory, get_engine, unit_of_work
@@ -31,22 +29,22 @@ from models.runs import (
     start_user_run,
 )
 from models.tables import RUN_KINDS
-from tasks.app import app as celery_app
 from tasks.reconcile import reconcile_all
 from tasks.scim import valid_id
 from tasks.users import SyncPending, sync_user
+from web import console_sync
 from web.access import current_user, require_role
-from web.errors import APIError
+from web.enqueue import RECONCILE_TASK, SYNC_USER_TASK, enqueue_run
+from web.errors import APIError, wants_page
 from web.validate import choice_arg, int_arg, optional_int_arg
 
 bp = Blueprint("admin_sync", __name__, url_prefix="/admin/sync", cli_group="sync")
+bp.cli.help = "Sync users from Asgardeo: a full reconciliation now, or one user (flask sync run --user ID)."
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 4096
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
-RECONCILE_TASK = "reconcile.run"
-SYNC_USER_TASK = "users.sync"
 
 
 def _read_body() -> dict[str, Any] | None:
@@ -64,17 +62,6 @@ def _read_body() -> dict[str, Any] | None:
     if not isinstance(body, dict):
         raise APIError(400, "invalid_body", 'The body must be a JSON object such as {"user_id": "..."}.')
     return body
-
-
-def _send(task: str, run_id: int, **kwargs: Any) -> None:
-    """Send after commit; if the broker is away the run is marked failed and the caller gets 503."""
-    try:
-        celery_app.send_task(task, kwargs={"run_id": run_id, **kwargs})
-    except (kombu.exceptions.OperationalError, redis.RedisError, OSError) as exc:
-        log.warning("could not enqueue a sync", extra={"run_id": run_id, "error": type(exc).__name__})
-        with unit_of_work() as session:
-            finish_run(session, run_id, "failed", error="could not enqueue: the task broker is unavailable")
-        raise APIError(503, "broker_unavailable", "The task queue is unavailable; try again shortly.") from exc
 
 
 def _accepted(run_id: int, kind: str) -> tuple[Response, int, dict[str, str]]:
@@ -101,7 +88,7 @@ def start_sync() -> tuple[Response, int] | tuple[Response, int, dict[str, str]]:
                 url=url_for("admin_sync.one_run", run_id=exc.run_id),
             )
             return response, 409
-        _send(RECONCILE_TASK, run_id, trigger="admin")
+        enqueue_run(RECONCILE_TASK, run_id, trigger="admin")
         log.info("full sync requested", extra={"run_id": run_id})
         return _accepted(run_id, "full")
     unknown = sorted(set(body) - {"user_id"})
@@ -114,7 +101,7 @@ def start_sync() -> tuple[Response, int] | tuple[Response, int, dict[str, str]]:
         )
     with unit_of_work() as session:
         run_id = start_user_run(session, user_id, trigger="admin", requested_by=actor).id
-    _send(SYNC_USER_TASK, run_id, asgardeo_id=user_id, trigger="admin", requested_by=actor)
+    enqueue_run(SYNC_USER_TASK, run_id, asgardeo_id=user_id, trigger="admin", requested_by=actor)
     log.info("user sync requested", extra={"run_id": run_id, "user_id": user_id})
     return _accepted(run_id, "user")
 
@@ -135,7 +122,8 @@ def runs() -> Response:
 
 @bp.get("/runs/<int:run_id>")
 @require_role("admin")
-def one_run(run_id: int) -> Response:
+def one_run(run_id: int) -> Response | str:
+    """The run as JSON; a browser asking for a page gets the run's console page (:mod:`web.console_sync`)."""
     if run_id > 2**63 - 1:
         raise APIError(404, "not_found", f"No sync run {run_id}.")
     get_engine()
@@ -143,6 +131,8 @@ def one_run(run_id: int) -> Response:
         run = get_run(session, run_id)
         if run is None:
             raise APIError(404, "not_found", f"No sync run {run_id}.")
+        if wants_page():
+            return console_sync.run_page(run)
         return jsonify(run_as_dict(run))
 
 

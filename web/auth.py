@@ -37,7 +37,7 @@ from models.sessions import (
 )
 from models.settings import Settings
 from models.tables import User
-from models.users import Change, UserRecord, get_by_asgardeo_id, record_change, upsert_users
+from models.users import Change, UserRecord, get_by_asgardeo_id, has_active_admin, record_change, upsert_users
 from tasks.live import publish_changes
 from tasks.login import login_followup
 from web import oidc
@@ -106,17 +106,27 @@ def record_from_claims(claims: dict[str, Any]) -> UserRecord:
     )
 
 
-def is_bootstrap_admin(claims: dict[str, Any], settings: Settings) -> bool:
-    """The verified email of this login is listed in ``BOOTSTRAP_ADMIN_EMAILS`` (an unverified one never counts)."""
+def bootstrap_admin_rule(claims: dict[str, Any], settings: Settings) -> str | None:
+    """The setting that names this login as a bootstrap admin, or None.
+
+    ``BOOTSTRAP_ADMIN_IDS`` matches the directory id (``sub``). ``BOOTSTRAP_ADMIN_EMAILS`` matches the email only
+    when the ID token says ``email_verified: true``: an absent claim proves nothing, and anyone who can put an email
+    on an account (self sign-up, an unverified profile edit) must not become admin by it.
+    """
+    if claims.get("sub") in set(settings.bootstrap_admin_ids):
+        return "BOOTSTRAP_ADMIN_IDS"
     email = claims.get("email")
-    if not isinstance(email, str) or not email or claims.get("email_verified") is False:
-        return False
-    return email.strip().lower() in {e.strip().lower() for e in settings.bootstrap_admin_emails}
+    if not isinstance(email, str) or not email or claims.get("email_verified") is not True:
+        return None
+    if email.strip().lower() in {e.strip().lower() for e in settings.bootstrap_admin_emails}:
+        return "BOOTSTRAP_ADMIN_EMAILS"
+    return None
 
 
 def complete_login(session: Session, claims: dict[str, Any], *, id_token: str, settings: Settings) -> LoginOutcome:
     """Turn validated ID token claims into a session: find or create the user, refuse inactive ones, stamp
-    ``last_login_at``, apply the bootstrap-admin rule and issue a session. The caller commits.
+    ``last_login_at``, apply the bootstrap-admin rule (:func:`bootstrap_admin_rule`, only while no active admin
+    exists) and issue a session. The caller commits.
 
     Raises :class:`LoginRejected` (nothing must then be committed): a missing ``sub`` (400), a missing email when
     ``OIDC_REQUIRE_EMAIL`` is on, an unknown user with ``OIDC_JIT_CREATE`` off, an inactive or deleted user (403).
@@ -142,18 +152,15 @@ def complete_login(session: Session, claims: dict[str, Any], *, id_token: str, s
         assert user is not None  # the upsert above just wrote it
     if user.status != "active":
         raise LoginRejected("account_inactive", f"This account is {user.status}; sign-in is not allowed.", 403)
-    if user.role != "admin" and is_bootstrap_admin(claims, settings):
+    # The first admin is made once: only while the application has no active admin, so an admin's later
+    # demotion of a bootstrap admin is never undone at their next sign-in.
+    rule = bootstrap_admin_rule(claims, settings) if user.role != "admin" else None
+    if rule is not None and not has_active_admin(session):
         changes.append(
-            record_change(
-                session,
-                user,
-                "role_changed",
-                {"role": [user.role, "admin"]},
-                source="bootstrap",
-                actor="BOOTSTRAP_ADMIN_EMAILS",
-            )
+            record_change(session, user, "role_changed", {"role": [user.role, "admin"]}, source="bootstrap", actor=rule)
         )
         user.role = "admin"
+        log.warning("bootstrap admin granted", extra={"user_id": user.id, "rule": rule})
     user.last_login_at = datetime.now(UTC)
     sid = claims.get("sid")
     issued = create_session(
@@ -251,16 +258,6 @@ def me() -> Response:
     return response
 
 
-def _same_origin_or_absent() -> bool:
-    """A cross-site form post carries a foreign ``Origin``; SameSite=Lax already withholds the cookie, this refuses
-    it outright as a second line of defence."""
-    origin = request.headers.get("Origin")
-    if origin is None or (origin == "null" and request.headers.get("Authorization")):
-        return True
-    allowed = {request.host_url.rstrip("/"), _settings().public_base_url.rstrip("/")}
-    return origin.rstrip("/") in allowed
-
-
 @bp.get("/logout")
 def logout_confirm() -> Response | str:
     """A confirmation form that POSTs; GET itself changes nothing."""
@@ -272,8 +269,6 @@ def logout_confirm() -> Response | str:
 @bp.post("/logout")
 def logout() -> Response:
     """Revoke this session, drop the cookie, and send the browser to the provider's end-session endpoint."""
-    if not _same_origin_or_absent():
-        return error_response(403, "cross_origin", "Sign-out must be requested from this application's own pages.")
     settings = _settings()
     app_session = current_app_session()
     id_token: str | None = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import urlencode
 
 from flask import Flask, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
@@ -36,8 +37,21 @@ class APIError(Exception):
         self.headers = headers or {}
 
 
+def wants_page() -> bool:
+    """A browser asking for a page: no Bearer token, and ``text/html`` preferred to JSON.
+
+    Admin URLs serve people and scripts alike: a browser's navigation says ``text/html`` first, while API clients
+    send a Bearer token, ``Accept: application/json``, ``*/*`` or nothing, and all of those keep getting JSON.
+    """
+    if request.headers.get("Authorization", "").lower().startswith("bearer "):
+        return False
+    return request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html"
+
+
 def wants_json() -> bool:
-    """API paths always answer JSON; elsewhere the ``Accept`` header decides."""
+    """API paths answer JSON unless a browser asks for a page; elsewhere the ``Accept`` header decides."""
+    if wants_page():
+        return False
     if request.path.startswith(API_PREFIXES):
         return True
     best = request.accept_mimetypes.best_match(["text/html", "application/json"])
@@ -45,7 +59,13 @@ def wants_json() -> bool:
 
 
 def error_response(status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> Response:
-    """The one error body of this service, as JSON or as a page."""
+    """The one error body of this service, as JSON or as a page.
+
+    A browser without a session is sent to sign in and brought back to the page it asked for.
+    """
+    if status == 401 and wants_page():
+        back = request.full_path.rstrip("?") if request.method == "GET" else "/"
+        return Response(status=303, headers={"Location": "/auth/login?" + urlencode({"next": back})})
     if wants_json():
         response = jsonify(error=error, detail=detail)
     else:

@@ -68,6 +68,8 @@ def missed_changes(after_id: int) -> list[dict[str, Any]]:
                     "asgardeo_id": c.asgardeo_id,
                     "action": c.action,
                     "changes": c.changes,
+                    "source": c.source,
+                    "actor": c.actor,
                 }
                 for c in page
             ]

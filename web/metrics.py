@@ -2,7 +2,8 @@
 
 Two kinds of numbers: counters and histograms that every process records in Redis (tasks/metrics.py), and gauges
 read from PostgreSQL at scrape time (inbox backlog, failures, apply lag, last reconciliation, active sessions), so
-any web process answers for the whole deployment. When ``METRICS_TOKEN`` is set the endpoint wants it as a Bearer.
+any web process answers for the whole deployment. When ``METRICS_TOKEN`` is set the endpoint wants it as a Bearer;
+production refuses to start without it unless ``METRICS_PUBLIC=true`` says the numbers may be read by anyone.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ PREFIX = "asgardeo_sync_"
 COUNTERS = {
     "webhooks_received": "Webhook deliveries accepted into the inbox",
     "webhooks_duplicate": "Webhook deliveries whose jti was already in the inbox",
+    "webhooks_jti_conflicts": "Deliveries that reused a stored jti with a different body (not applied)",
     "webhooks_rejected": "Webhook deliveries refused, by reason",
     "events_applied": "Inbox events applied by workers, by outcome",
     "scim_requests": "Requests to Asgardeo's SCIM2 and OAuth2 APIs, by status",
@@ -143,7 +145,7 @@ _registry.register(ServiceCollector())
 @bp.get("/metrics")
 def metrics() -> Response:
     settings: Settings = current_app.config["SETTINGS"]
-    if settings.metrics_token is not None:
+    if settings.metrics_token:
         expected = f"Bearer {settings.metrics_token.get_secret_value()}"
         if not hmac.compare_digest(request.headers.get("Authorization", "").encode(), expected.encode()):
             raise APIError(

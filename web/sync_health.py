@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from models.db import unit_of_work
 from models.settings import Settings
 from models.tables import EVENT_STATUSES, SyncRun, User, WebhookEvent
+from tasks.jti_conflicts import recent_conflicts
 from tasks.subscriptions import subscriptions
 from web.access import require_role
 from web.serialize import event_json
@@ -80,11 +81,26 @@ def snapshot(session: Session) -> dict[str, Any]:
         "last_webhook_received_at": _iso(last_delivery),
         "failed_events": [event_json(e) for e in failed],
         "users": {status: users.get(status, 0) for status in ("active", "inactive", "deleted")},
+        "jti_conflicts": [{**c, "at": _iso(datetime.fromtimestamp(c["at"], UTC))} for c in recent_conflicts()],
         "subscriptions": {
-            topic: {**entry, "at": _iso(datetime.fromtimestamp(entry["at"], UTC))}
-            for topic, entry in sorted(subscriptions().items())
+            channel: _handshake(entry, last_delivery) for channel, entry in sorted(subscriptions().items())
         },
     }
+
+
+def _handshake(entry: dict[str, Any], last_delivery: datetime | None) -> dict[str, Any]:
+    """A channel's recorded handshakes with ISO times. Handshakes are unauthenticated: an unsubscribe followed by
+    signed deliveries did not come from Asgardeo (``contradicted_by_deliveries``)."""
+    times = {
+        name: _iso(datetime.fromtimestamp(entry[name], UTC)) if entry.get(name) else None
+        for name in ("at", "subscribed_at", "unsubscribed_at")
+    }
+    contradicted = (
+        entry.get("mode") == "unsubscribe"
+        and last_delivery is not None
+        and last_delivery.timestamp() > float(entry.get("unsubscribed_at") or 0)
+    )
+    return {**entry, **times, "contradicted_by_deliveries": contradicted}
 
 
 @bp.get("/health")

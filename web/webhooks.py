@@ -5,9 +5,9 @@ A delivery is verified (HMAC-SHA256 over the raw body), checked, and stored: a p
 waits for that commit. Only then is it announced to the workers, by a per-process background thread
 (:class:`tasks.events.BackgroundPublisher`) so the answer does not wait for the broker; the relay covers a message
 that dies with its process. Answers: 202 accepted (even when the broker is down: the relay sends it later), 200 for
-a ``jti`` already held, 401 bad or missing signature, 400 malformed or too old/new, 413 too large, 503 when Postgres
-is unreachable (or the commit does not come in time) so Asgardeo retries. Never 410, which WebSub reads as
-"unsubscribe me".
+a ``jti`` already held (a different body under it is counted, logged and listed, never applied), 401 bad or missing
+signature, 400 malformed or too old/new, 413 too large, 503 when Postgres is unreachable (or the commit does not
+come in time) so Asgardeo retries. Never 410, which WebSub reads as "unsubscribe me".
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from models.inbox_writer import get_inbox_writer
 from models.settings import Settings
 from tasks import metrics
 from tasks.events import ApplyPublisher, get_background_publisher, get_publisher
-from tasks.subscriptions import record_handshake
+from tasks.jti_conflicts import record_conflict
+from tasks.subscriptions import record_handshake, topic_channel
 from web.errors import APIError
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
@@ -55,7 +56,10 @@ def publisher() -> ApplyPublisher:
 
 @bp.get("/asgardeo")
 def handshake() -> Response:
-    """WebSub verification: echo ``hub.challenge`` as text/plain for a subscribe or unsubscribe request."""
+    """WebSub verification: echo ``hub.challenge`` as text/plain for a subscribe or unsubscribe request.
+
+    With ``WEBHOOK_ORG`` set, a topic of any other organisation is a 404 and nothing is recorded. What an answered
+    handshake may record is limited (see :mod:`tasks.subscriptions`): it is an unauthenticated GET."""
     mode = request.args.get("hub.mode", "")
     challenge = request.args.get("hub.challenge", "")
     if mode not in HUB_MODES:
@@ -63,8 +67,12 @@ def handshake() -> Response:
     if not challenge or len(challenge) > MAX_CHALLENGE_LENGTH or not challenge.isprintable():
         raise APIError(400, "invalid_hub_challenge", "hub.challenge must be 1-512 printable characters.")
     topic = request.args.get("hub.topic", "")[:300]
+    org = _settings().webhook_org
+    if org and topic_channel(topic, org) is None:
+        # WebSub reads a 404 as "not this subscriber": another organisation's hub gets no challenge echoed.
+        raise APIError(404, "unknown_topic", "This endpoint takes handshakes only for its own organisation's topics.")
     log.info("websub handshake answered", extra={"mode": mode, "topic": topic})
-    record_handshake(topic, mode, request.args.get("hub.lease_seconds", "")[:20] or None)
+    record_handshake(topic, mode, request.args.get("hub.lease_seconds", "")[:20] or None, org=org)
     return Response(challenge, status=200, mimetype="text/plain")
 
 
@@ -147,8 +155,8 @@ def receive() -> tuple[Response, int]:
             503, "inbox_unavailable", "The event store is unavailable; retry later.", headers={"Retry-After": "5"}
         ) from None
     if event_id is None:
-        log.info("duplicate delivery", extra=extra)
         metrics.inc("webhooks_duplicate")
+        _check_duplicate(envelope, body.decode(), extra)
         return jsonify(status="duplicate", jti=envelope.jti), 200
     metrics.inc("webhooks_received")
     installed: ApplyPublisher | None = current_app.extensions.get("event_publisher")
@@ -162,6 +170,27 @@ def receive() -> tuple[Response, int]:
         _leave_for_relay(event_id, extra)
     metrics.observe("webhook_intake_seconds", time.perf_counter() - started)
     return jsonify(status="accepted", id=event_id, queued=not unsent), 202
+
+
+def _check_duplicate(envelope: inbox.Envelope, raw_body: str, extra: dict[str, Any]) -> None:
+    """A retry carries the body already stored; another body under the same ``jti`` is counted, logged with both
+    digests (never the body) and listed for the operators. Either way nothing is applied: the first body stands."""
+    try:
+        with get_engine().connect() as conn:
+            conflict = inbox.body_conflict(conn, envelope.jti, raw_body)
+    except DB_UNAVAILABLE as exc:
+        log.warning("duplicate delivery not compared", extra={**extra, "error": type(exc).__name__})
+        return
+    if conflict is None:
+        log.info("duplicate delivery", extra=extra)
+        return
+    stored, received = conflict
+    metrics.inc("webhooks_jti_conflicts")
+    log.warning(
+        "jti reused with a different body; not applied",
+        extra={**extra, "stored_sha256": stored, "received_sha256": received},
+    )
+    record_conflict(envelope.jti, envelope.event_type, stored, received)
 
 
 def _leave_for_relay(event_id: int, extra: dict[str, Any]) -> None:

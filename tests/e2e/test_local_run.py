@@ -74,6 +74,27 @@ def test_local_run_comes_up_on_embedded_servers_twice_and_leaves_no_process(tmp_
     assert _processes_using(data_dir) == []
 
 
+@pytest.mark.slow
+def test_restarting_the_local_run_twice_keeps_one_row_per_demo_user_and_changes_nothing(tmp_path: Path) -> None:
+    """The stand-in keeps its directory, so restarts bring the same demo users with the same ids: each --check's
+    full reconciliation after the first creates, updates and retires nobody (it used to create two new rows per
+    restart and end guarded)."""
+    data_dir = tmp_path / "local"
+    summaries = []
+    for _ in range(3):
+        result = _run_check(data_dir)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        summaries.append(next(line for line in result.stdout.splitlines() if "full reconciliation run" in line))
+    assert "seen 2, created 2, updated 0, deactivated 0" in summaries[0]
+    for later in summaries[1:]:
+        assert "succeeded: seen 2, created 0, updated 0, deactivated 0" in later
+    banner = result.stdout
+    for shown in ("/admin/users", "/admin/sync", "/api-docs", "flask --app", "asgardeo-standin", "Admin#2024"):
+        assert shown in banner
+    assert "printed above" not in banner
+    assert "FLOWER_URL=http://127.0.0.1:" in (data_dir / "run.env").read_text()
+
+
 def test_a_second_concurrent_run_is_refused(tmp_path: Path) -> None:
     import fcntl
 

@@ -8,30 +8,18 @@ import pytest
 from sqlalchemy import select
 
 from models.db import unit_of_work
-from models.inbox import parse_envelope
 from models.tables import SyncRun, WebhookEvent
-from tests import webhook_payloads as payloads
+from tests.factories import make_event
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("clean_db", "clean_redis")]
 
 
 def _failed_event() -> int:
     """A well-formed event that failed earlier, so a replay can really apply it (a worker may be running)."""
-    body = payloads.sample("userCreated")
-    envelope = parse_envelope(body)
     with unit_of_work() as session:
-        event = WebhookEvent(
-            jti=envelope.jti,
-            event_type=envelope.event_type,
-            event_uri=envelope.event_uri,
-            asgardeo_user_id=envelope.asgardeo_user_id,
-            iat=envelope.iat,
-            payload=body,
-            status="failed",
-            attempts=5,
-            last_error="DirectoryUnavailable: SCIM answered 503",
+        event = make_event(
+            session, "userCreated", status="failed", attempts=5, last_error="DirectoryUnavailable: SCIM answered 503"
         )
-        session.add(event)
         session.add(SyncRun(kind="full", trigger="schedule", status="guarded", error="would deactivate 40%"))
         session.flush()
         return event.id
@@ -52,11 +40,12 @@ def test_failed_event_is_listed_and_replayed_with_one_click(signed_in_admin_page
     assert status in ("queued", "applied"), _last_error(event_id)
 
 
-def test_health_page_needs_an_admin(browser_context: Any, live_server: Any) -> None:
-    page = browser_context.new_page()
-    response = page.goto(f"{live_server.url}/admin/health")
-    assert response is not None
-    assert response.status == 401
+def test_health_page_sends_a_signed_out_browser_to_sign_in(browser_context: Any, live_server: Any) -> None:
+    response = browser_context.request.get(
+        f"{live_server.url}/admin/health", headers={"Accept": "text/html"}, max_redirects=0
+    )
+    assert response.status == 303
+    assert response.headers["location"] == "/auth/login?next=%2Fadmin%2Fhealth"
 
 
 def _last_error(event_id: int) -> str | None:

@@ -7,6 +7,7 @@ which ID token (or logout token) to present. Authlib and joserfc in the product 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -240,6 +241,58 @@ def test_bootstrap_admin_needs_a_verified_email(make_app: Callable[..., Flask], 
         client, idp, lambda p: idp.sign(idp.claims(p["nonce"], email="boss@example.com", email_verified=False))
     )
     assert answer.get_json()["user"]["role"] == "employee"
+
+
+def test_bootstrap_admin_email_without_email_verified_gets_no_admin_role(
+    make_app: Callable[..., Flask], idp: FakeIdP
+) -> None:
+    client = make_app(bootstrap_admin_emails=["boss@example.com"]).test_client()
+    answer = login_with(
+        client, idp, lambda p: idp.sign(idp.claims(p["nonce"], email="boss@example.com", email_verified=None))
+    )
+    assert answer.get_json()["user"]["role"] == "employee"
+
+
+def test_bootstrap_admin_arriving_after_an_admin_exists_gets_no_admin_role(
+    make_app: Callable[..., Flask], idp: FakeIdP, make_signed_in_user: Callable[..., tuple[int, str]]
+) -> None:
+    make_signed_in_user(role="admin")
+    client = make_app(bootstrap_admin_emails=["boss@example.com"]).test_client()
+    answer = login_with(client, idp, lambda p: idp.sign(idp.claims(p["nonce"], email="boss@example.com")))
+    assert answer.get_json()["user"]["role"] == "employee"
+
+
+def test_a_demoted_bootstrap_admin_stays_demoted_after_signing_in_again(
+    make_app: Callable[..., Flask], idp: FakeIdP, make_signed_in_user: Callable[..., tuple[int, str]]
+) -> None:
+    client = make_app(bootstrap_admin_emails=["boss@example.com"]).test_client()
+    sub = str(uuid.uuid4())
+
+    def sign_in() -> Any:
+        return login_with(client, idp, lambda p: idp.sign(idp.claims(p["nonce"], sub=sub, email="boss@example.com")))
+
+    first = sign_in().get_json()["user"]
+    assert first["role"] == "admin"
+    # A second admin appears, then demotes the bootstrap admin through the API.
+    _, other_admin = make_signed_in_user(role="admin")
+    demoted = client.patch(
+        f"/admin/users/{first['id']}", json={"role": "employee"}, headers={"Authorization": f"Bearer {other_admin}"}
+    )
+    assert demoted.status_code == 200
+    assert sign_in().get_json()["user"]["role"] == "employee"
+
+
+def test_bootstrap_admin_id_needs_no_email(make_app: Callable[..., Flask], idp: FakeIdP) -> None:
+    from models.db import unit_of_work
+    from models.tables import UserChange
+
+    sub = str(uuid.uuid4())
+    client = make_app(bootstrap_admin_ids=[sub]).test_client()
+    answer = login_with(client, idp, lambda p: idp.sign(idp.claims(p["nonce"], sub=sub, email=None)))
+    assert answer.get_json()["user"]["role"] == "admin"
+    with unit_of_work() as session:
+        actors = session.execute(select(UserChange.actor).where(UserChange.source == "bootstrap")).scalars().all()
+    assert actors == ["BOOTSTRAP_ADMIN_IDS"]
 
 
 def test_group_role_map_applies_to_a_just_in_time_user(make_app: Callable[..., Flask], idp: FakeIdP) -> None:

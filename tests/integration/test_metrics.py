@@ -106,3 +106,18 @@ def test_scim_calls_are_counted(scrape: Scrape, standin: object) -> None:
     before = _maybe(scrape(), series)
     ScimClient().list_page(1, 1)
     assert _maybe(scrape(), series) - before >= 1.0
+
+
+def test_production_app_refuses_to_start_without_a_metrics_token(app: Flask) -> None:
+    from pydantic import SecretStr
+
+    from models.settings import SettingsError
+    from web import create_app
+
+    production = app.config["SETTINGS"].model_copy(
+        update={"app_env": "production", "flower_basic_auth": SecretStr("ops:pw"), "metrics_token": None}
+    )
+    with pytest.raises(SettingsError, match="METRICS_TOKEN"):
+        create_app(production)
+    public = create_app(production.model_copy(update={"metrics_public": True})).test_client()
+    assert public.get("/metrics").status_code == 200

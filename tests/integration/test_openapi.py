@@ -55,7 +55,8 @@ def _admin_operations() -> list[tuple[str, str]]:
             .replace("}", "")
             .replace("user_id", "1")
             .replace("event_id", "1")
-            .replace("run_id", "1"),
+            .replace("run_id", "1")
+            .replace("session_id", "1"),
         )
         for path, operations in document()["paths"].items()
         if path.startswith(("/admin", "/events"))

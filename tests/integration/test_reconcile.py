@@ -38,7 +38,9 @@ def reconcile(handle: Any, **kwargs: Any) -> Any:
     from tasks.reconcile import reconcile_all
 
     client_kwargs = {
-        k: kwargs.pop(k) for k in list(kwargs) if k in ("http", "page_size", "max_attempts", "list_concurrency")
+        k: kwargs.pop(k)
+        for k in list(kwargs)
+        if k in ("http", "page_size", "max_attempts", "list_concurrency", "rate_per_minute", "period")
     }
     return reconcile_all(start_run(), client=client_for(handle, **client_kwargs), **kwargs)
 
@@ -365,3 +367,13 @@ def test_task_refuses_bad_run_ids(celery_worker: Any, clean_db: None) -> None:
     assert run.apply_async(kwargs={"run_id": "1; DROP TABLE users"}).get(timeout=30)["status"] == "rejected"
     assert run.apply_async(kwargs={"run_id": -4}).get(timeout=30)["status"] == "rejected"
     assert run.apply_async(kwargs={"run_id": 987654}).get(timeout=30)["status"] == "refused"
+
+
+def test_waits_for_the_rate_budget_are_counted_on_the_run(directory: Any) -> None:
+    directory.directory.seed(500, prefix="budget")
+    outcome = reconcile(directory, rate_per_minute=3, period=1.0)
+    row = run_row(outcome.run_id)
+    assert outcome.status == "succeeded"
+    assert row.budget_waits > 0
+    assert row.budget_wait_ms > 0
+    assert (row.budget_waits, row.budget_wait_ms) == (outcome.counters.budget_waits, outcome.counters.budget_wait_ms)

@@ -55,8 +55,9 @@ def test_webhook_handshakes_show_as_subscription_status(
     )
     assert answer.get_data(as_text=True) == "c1"
     subscriptions = client.get("/admin/health/summary", headers=admin_headers).json["subscriptions"]
-    assert subscriptions[topic]["mode"] == "subscribe"
-    assert subscriptions[topic]["lease_seconds"] == "864000"
+    assert subscriptions["user"]["topic"] == topic
+    assert subscriptions["user"]["mode"] == "subscribe"
+    assert subscriptions["user"]["lease_seconds"] == "864000"
     page = client.get("/admin/health", headers=admin_headers).get_data(as_text=True)
     assert topic in page
 

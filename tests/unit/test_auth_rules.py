@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from models.settings import Settings
-from web.auth import is_bootstrap_admin, record_from_claims, safe_next
+from web.auth import bootstrap_admin_rule, record_from_claims, safe_next
 from web.oidc import LoginRejected
 
 
@@ -84,8 +84,19 @@ def test_record_from_claims_refuses_oversized_or_non_string_claims(field: str) -
 
 def test_bootstrap_admin_matches_the_verified_email_case_insensitively() -> None:
     settings = Settings(bootstrap_admin_emails=" Kim@Example.com ,other@example.com")  # type: ignore[arg-type]
-    assert is_bootstrap_admin(claims(), settings)
-    assert not is_bootstrap_admin(claims(email_verified=False), settings)
-    assert not is_bootstrap_admin(claims(email="kim@example.org"), settings)
-    assert not is_bootstrap_admin(claims(email=None), settings)
-    assert not is_bootstrap_admin(claims(), Settings())
+    assert bootstrap_admin_rule(claims(), settings) == "BOOTSTRAP_ADMIN_EMAILS"
+    assert bootstrap_admin_rule(claims(email="kim@example.org"), settings) is None
+    assert bootstrap_admin_rule(claims(email=None), settings) is None
+    assert bootstrap_admin_rule(claims(), Settings()) is None
+
+
+@pytest.mark.parametrize("verified", [False, None, "true", 1])
+def test_bootstrap_admin_email_counts_only_when_the_token_says_verified_true(verified: object) -> None:
+    settings = Settings(bootstrap_admin_emails="kim@example.com")  # type: ignore[arg-type]
+    assert bootstrap_admin_rule(claims(email_verified=verified), settings) is None
+
+
+def test_bootstrap_admin_ids_match_the_subject_without_any_email() -> None:
+    settings = Settings(bootstrap_admin_ids="4c1d-sub")  # type: ignore[arg-type]
+    assert bootstrap_admin_rule(claims(email=None), settings) == "BOOTSTRAP_ADMIN_IDS"
+    assert bootstrap_admin_rule(claims(sub="someone-else"), settings) is None

@@ -14,6 +14,7 @@ PRODUCTION_SECRETS = {
     "SCIM_CLIENT_SECRET": "c",
     "WEBHOOK_SECRETS": "w",
     "FLOWER_BASIC_AUTH": "a:b",
+    "METRICS_TOKEN": "m",
     "ASGARDEO_BASE_URL": "https://api.asgardeo.io/t/acme",
 }
 
@@ -38,6 +39,20 @@ def test_production_with_every_secret_loads(production: pytest.MonkeyPatch) -> N
     settings = load_settings()
     assert settings.issuer == "https://api.asgardeo.io/t/acme/oauth2/token"
     assert settings.webhook_secrets == ["w"]
+
+
+def test_production_serves_open_metrics_only_when_a_setting_says_so(production: pytest.MonkeyPatch) -> None:
+    production.delenv("METRICS_TOKEN")
+    with pytest.raises(SettingsError, match="METRICS_TOKEN"):
+        load_settings()
+    production.setenv("METRICS_PUBLIC", "true")
+    assert load_settings().metrics_token is None
+
+
+def test_an_empty_metrics_token_counts_as_missing(production: pytest.MonkeyPatch) -> None:
+    production.setenv("METRICS_TOKEN", "")
+    with pytest.raises(SettingsError, match="METRICS_TOKEN"):
+        load_settings()
 
 
 def test_secrets_are_not_shown_in_repr(production: pytest.MonkeyPatch) -> None:
