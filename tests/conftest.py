@@ -38,7 +38,7 @@ def pytest_configure(config: pytest.Config) -> None:
     broker: dict[str, str] = {}
     if rabbitmq.selected():
         try:
-            rabbitmq.check_reachable()
+            rabbitmq.check_usable()
             broker["CELERY_BROKER_URL"] = rabbitmq.make_vhost("run")
         except rabbitmq.RabbitUnavailable as exc:
             if os.environ.get("CI") == "true":

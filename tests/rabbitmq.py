@@ -60,6 +60,12 @@ def check_reachable() -> None:
         raise RabbitUnavailable(f"RabbitMQ at {host}:{port} is unreachable ({exc})") from exc
 
 
+def check_usable() -> None:
+    """The server answers and ``rabbitmqctl`` can manage it: what a RabbitMQ run needs."""
+    check_reachable()
+    _ctl("list_vhosts", "--quiet")
+
+
 def make_vhost(label: str) -> str:
     """A new virtual host the URL's user may use fully; returns the broker URL that selects it."""
     name = f"hrms-{label}-{uuid.uuid4().hex[:8]}"
@@ -89,6 +95,20 @@ def queue_depths(url: str) -> dict[str, tuple[int, int]]:
         if len(fields) == 3 and fields[1].isdigit() and fields[2].isdigit():
             depths[fields[0]] = (int(fields[1]), int(fields[2]))
     return depths
+
+
+def queue_types(url: str) -> dict[str, str]:
+    """``{queue: type}`` (``classic``, ``quorum``, ``stream``) of the URL's virtual host."""
+    out = _ctl("list_queues", "-p", vhost_of(url), "name", "type", "--quiet", "--no-table-headers")
+    return dict(line.split()[:2] for line in out.splitlines() if len(line.split()) >= 2)
+
+
+def set_policy(url: str, name: str, pattern: str, definition: str) -> None:
+    _ctl("set_policy", "-p", vhost_of(url), "--apply-to", "queues", name, pattern, definition)
+
+
+def clear_policy(url: str, name: str) -> None:
+    _ctl("clear_policy", "-p", vhost_of(url), name)
 
 
 def close_connections(url: str) -> None:

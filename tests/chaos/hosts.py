@@ -19,6 +19,7 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -95,6 +96,12 @@ class Hosts:
 
     def restore(self, name: str) -> None:
         _ip("link", "set", self.hosts[name].link, "up")
+
+    def reaches(self, name: str, port: int) -> bool:
+        """Whether a TCP connection from host ``name`` to the store host's ``port`` opens within a second."""
+        probe = f"import socket; socket.create_connection(({self.store_address!r}, {port}), timeout=1).close()"
+        argv = self.hosts[name].command([sys.executable, "-c", probe])
+        return subprocess.run(argv, capture_output=True, timeout=15, check=False).returncode == 0
 
     def remove(self) -> None:
         """Delete what :meth:`build` made, whatever state it is in (each step on its own)."""

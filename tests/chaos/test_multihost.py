@@ -56,6 +56,7 @@ def through(url: str, proxy: TcpProxy) -> str:
 @dataclass
 class Deployment:
     hosts: Hosts
+    store_ports: list[int]
     env: dict[str, str]
     broker: Broker
     admin: Any
@@ -117,7 +118,7 @@ def deployment(clean_db: None, clean_redis: None, monkeypatch: pytest.MonkeyPatc
             admin = StandinAdmin(handle.root_url)
             status = admin.set_webhook(f"http://{web_host.address}:{port}/webhooks/asgardeo", WEBHOOK_SECRET, 15)
             assert status["verified"], status
-            yield Deployment(made, env, broker, admin, handle, web, workers)
+            yield Deployment(made, [p.port for p in proxies], env, broker, admin, handle, web, workers)
             admin.set_webhook(None)
         finally:
             for process in reversed(processes):
@@ -166,6 +167,8 @@ def test_deliveries_survive_a_cut_off_worker_host_and_a_killed_one_across_four_h
 
     deployment.hosts.cut("w1")
     cut_at = time.monotonic()
+    assert not any(deployment.hosts.reaches("w1", port) for port in deployment.store_ports)
+    assert all(deployment.hosts.reaches("w2", port) for port in deployment.store_ports)
     ids += [
         directory.create_user(f"mh{i:04d}@example.com", email=f"mh{i:04d}@example.com", given_name="F").id
         for i in range(USERS // 2, USERS)
@@ -179,6 +182,7 @@ def test_deliveries_survive_a_cut_off_worker_host_and_a_killed_one_across_four_h
     deployment.broker.wait_ready(process=deployment.workers["w2"])
     time.sleep(max(0.0, CUT_SECONDS - (time.monotonic() - cut_at)))
     deployment.hosts.restore("w1")
+    assert all(deployment.hosts.reaches("w1", port) for port in deployment.store_ports)
 
     drain(deployment, timeout=180)
 
