@@ -20,7 +20,7 @@ import json
 import time
 import uuid
 
-from bench._support import SECRET, gunicorn, load, services
+from bench._support import SECRET, gunicorn, load, queued_messages, services
 
 
 def deliveries(count: int) -> list[tuple[bytes, dict[str, str]]]:
@@ -81,7 +81,6 @@ def main() -> None:
 
         from models.db import SessionFactory, get_engine
         from models.tables import WebhookEvent
-        from tasks.redis_client import get_redis, key
 
         get_engine()
         with SessionFactory() as session:
@@ -89,7 +88,7 @@ def main() -> None:
         # No worker runs, so every accepted event's message waits in the events queue; the background publisher
         # may still be draining when the last answer arrives.
         deadline = time.monotonic() + 15
-        while (messages := int(get_redis().llen(key("events")))) < stored and time.monotonic() < deadline:
+        while (messages := queued_messages("events")) < stored and time.monotonic() < deadline:
             time.sleep(0.1)
         # The warm-up's 300 deliveries are stored too.
         print(f"ledger: accepted {accepted} (+300 warm-up), stored {stored}, messages in the events queue {messages}")
