@@ -32,6 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import kombu.exceptions
 import requests
 from celery import Celery
 
@@ -194,7 +195,14 @@ class Broker:
         self.redis = redis.Redis.from_url(url, socket_timeout=5)
 
     def send(self, name: str, *args: Any, **options: Any) -> Any:
+        """Send a task; a broker connection that a test just broke on purpose is re-opened (three tries)."""
         kwargs = options.pop("kwargs", {})
+        for _ in range(2):
+            try:
+                return self.app.send_task(name, args=list(args), kwargs=kwargs, **options)
+            except kombu.exceptions.OperationalError:
+                self.app.pool.force_close_all()
+                time.sleep(0.5)
         return self.app.send_task(name, args=list(args), kwargs=kwargs, **options)
 
     def wait_ready(self, timeout: float = 60.0, process: ProcfileProcess | None = None) -> None:

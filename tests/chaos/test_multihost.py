@@ -81,6 +81,7 @@ def deployment(clean_db: None, clean_redis: None, monkeypatch: pytest.MonkeyPatc
 
     processes: list[HostProcess] = []
     proxies: list[TcpProxy] = []
+    broker: Broker | None = None
     with hosts(["web", "w1", "w2"]) as made:
         store = made.store_address
         handle = start_in_thread(STACK.standin_config(port=0, host=store))
@@ -121,6 +122,8 @@ def deployment(clean_db: None, clean_redis: None, monkeypatch: pytest.MonkeyPatc
             yield Deployment(made, [p.port for p in proxies], env, broker, admin, handle, web, workers)
             admin.set_webhook(None)
         finally:
+            if broker is not None:
+                broker.close()
             for process in reversed(processes):
                 process.close()
             for proxy in proxies:
@@ -182,7 +185,11 @@ def test_deliveries_survive_a_cut_off_worker_host_and_a_killed_one_across_four_h
     deployment.broker.wait_ready(process=deployment.workers["w2"])
     time.sleep(max(0.0, CUT_SECONDS - (time.monotonic() - cut_at)))
     deployment.hosts.restore("w1")
-    assert all(deployment.hosts.reaches("w1", port) for port in deployment.store_ports)
+    wait_for(
+        lambda: all(deployment.hosts.reaches("w1", port) for port in deployment.store_ports),
+        30,
+        "w1 to reach the stores again",
+    )
 
     drain(deployment, timeout=180)
 
