@@ -8,8 +8,10 @@ in the Redis pass they say so and do not run.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -53,6 +55,17 @@ def test_a_message_the_broker_refuses_is_reported_unsent_so_the_relay_sends_it(f
     assert publisher.publish(ids) == ids
     rabbitmq.clear_policy(full_events_queue, "full-events")
     assert publisher.publish(ids) == []
+
+
+def test_a_sub_second_countdown_is_delivered(celery_worker: Any) -> None:
+    """RabbitMQ delays in whole seconds and Celery refuses 0 < delay < 1 there: the coalesced refresh's window
+    (REFRESH_COALESCE_SECONDS, fractional in tests) and a jittered retry must still arrive."""
+    from tasks.app import broker_countdown
+    from tasks.health import ping
+
+    started = time.monotonic()
+    assert ping.apply_async(countdown=broker_countdown(0.2)).get(timeout=30) == "pong"
+    assert time.monotonic() - started >= 0.2
 
 
 def test_every_broker_connection_closed_during_a_burst_loses_nothing(
