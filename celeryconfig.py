@@ -7,7 +7,7 @@ every task must be safe to run twice (they are: inbox status, upserts keyed on `
 from __future__ import annotations
 
 from celery.schedules import crontab
-from kombu.entity import Queue
+from kombu.entity import Exchange, Queue
 
 from models.settings import SettingsError, get_settings
 
@@ -17,16 +17,21 @@ _settings = get_settings()
 RECONCILE_SOFT_LIMIT = 2 * 3600
 RECONCILE_HARD_LIMIT = RECONCILE_SOFT_LIMIT + 300
 
-broker_url = _settings.redis_url
+broker_url = _settings.broker_url
 result_backend = _settings.redis_url
 broker_connection_retry_on_startup = True
-_transport = {
-    # A message unacknowledged this long is handed to another worker; it must outlast the longest task, or a
-    # reconciliation would be started twice.
-    "visibility_timeout": RECONCILE_HARD_LIMIT + 1800,
-    "global_keyprefix": _settings.redis_key_prefix,
-}
-broker_transport_options = _transport
+if _settings.broker_is_rabbitmq:
+    # A publish returns only once RabbitMQ has stored the message (on a quorum of nodes), so the intake's 202 and
+    # the relay's "sent" mean what they say. Unacknowledged messages return to the queue when the consumer's
+    # channel closes; RabbitMQ's own ``consumer_timeout`` (rabbitmq.conf) must outlast the longest task.
+    broker_transport_options: dict[str, object] = {"confirm_publish": True}
+else:
+    broker_transport_options = {
+        # A message unacknowledged this long is handed to another worker; it must outlast the longest task, or a
+        # reconciliation would be started twice.
+        "visibility_timeout": RECONCILE_HARD_LIMIT + 1800,
+        "global_keyprefix": _settings.redis_key_prefix,
+    }
 result_backend_transport_options = {"global_keyprefix": _settings.redis_key_prefix}
 result_expires = 24 * 3600
 
@@ -49,20 +54,34 @@ task_time_limit = 90
 worker_send_task_events = True
 task_send_sent_event = True
 
+QUEUE_NAMES = ("default", "events", "users", "reconcile")
 task_default_queue = "default"
-task_queues = (
-    Queue("default"),
-    Queue("events"),
-    Queue("users"),
-    Queue("reconcile"),
-)
+
+
+def _queue(name: str) -> Queue:
+    """A task queue; on RabbitMQ a replicated quorum queue behind its own topic exchange.
+
+    Quorum queues survive the loss of a minority of broker nodes without losing a message. Celery delays
+    countdown/ETA tasks on them through RabbitMQ itself (native delayed delivery), which routes only through topic
+    (or fanout) exchanges; on a direct exchange a retry's countdown would be held in the worker's memory instead.
+    """
+    if not _settings.broker_is_rabbitmq:
+        return Queue(name)
+    return Queue(
+        name,
+        Exchange(name, type="topic"),
+        routing_key=name,
+        queue_arguments={"x-queue-type": "quorum"},
+    )
+
+
+task_queues = tuple(_queue(name) for name in QUEUE_NAMES)
 task_routes = {
     "events.*": {"queue": "events"},
     "users.*": {"queue": "users"},
     "reconcile.*": {"queue": "reconcile"},
 }
 
-# Filled by the sync issues: the nightly reconciliation, the inbox relay and housekeeping.
 beat_schedule: dict[str, dict[str, object]] = {
     # Re-sends inbox events whose message never reached (or was lost from) the broker.
     "events-relay": {"task": "events.relay", "schedule": 30.0, "options": {"expires": 25}},

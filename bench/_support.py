@@ -76,6 +76,14 @@ def services() -> Iterator[dict[str, str]]:
         svc.stop()
 
 
+def queued_messages(queue: str) -> int:
+    """Messages waiting in ``queue`` on the configured broker (Redis or RabbitMQ), by a passive declare."""
+    from tasks.app import app
+
+    with app.connection_for_write() as connection:
+        return int(connection.default_channel.queue_declare(queue, passive=True).message_count)
+
+
 def wait_http(port: int, deadline_seconds: float = 30) -> None:
     """Until ``GET /healthz`` on loopback ``port`` answers 200; ``RuntimeError`` after ``deadline_seconds``."""
     deadline = time.monotonic() + deadline_seconds

@@ -23,7 +23,7 @@ import json
 import time
 import uuid
 
-from bench._support import SECRET, gunicorn, load, services
+from bench._support import SECRET, gunicorn, load, queued_messages, services
 
 
 def deliveries(count: int) -> list[tuple[bytes, dict[str, str]]]:
@@ -60,13 +60,12 @@ def measure(env: dict[str, str], args: argparse.Namespace, worker_class: str | N
 
     from models.db import SessionFactory, get_engine
     from models.tables import WebhookEvent
-    from tasks.redis_client import get_redis, key
 
     def ledger() -> tuple[int, int]:
         get_engine()
         with SessionFactory() as session:
             stored = session.execute(select(func.count()).select_from(WebhookEvent)).scalar_one()
-        return stored, int(get_redis().llen(key("events")))
+        return stored, queued_messages("events")
 
     stored_before, messages_before = ledger()
     with gunicorn(env, worker_class=worker_class) as server:

@@ -192,6 +192,40 @@ def e2e_rows() -> list[Row]:
     ]
 
 
+def broker_rows() -> list[Row]:
+    """Redis and RabbitMQ side by side (bench.brokers): each RabbitMQ figure against Redis's from the same run."""
+    data = _read("brokers.json")
+    if not data or not data.get("redis") or not data.get("rabbitmq"):
+        return []
+    redis, rabbit = data["redis"], data["rabbitmq"]
+    rows = []
+    if redis.get("intake") and rabbit.get("intake"):
+        rows.append(
+            Row(
+                "broker: intake throughput (saturated), RabbitMQ",
+                f"{rabbit['intake']['rate']:.0f}/s",
+                f"Redis {redis['intake']['rate']:.0f}/s",
+                _ratio(rabbit["intake"]["rate"], redis["intake"]["rate"]),
+                ">= 1000/s",
+                _met(rabbit["intake"]["rate"] >= 1000),
+            )
+        )
+    for pct in ("p50", "p99"):
+        value, base = rabbit["e2e_lag"][f"{pct}_ms"], redis["e2e_lag"][f"{pct}_ms"]
+        target = 100 if pct == "p50" else 1000
+        rows.append(
+            Row(
+                f"broker: end-to-end lag {pct}, RabbitMQ",
+                f"{value:.1f} ms",
+                f"Redis {base:.1f} ms",
+                _ratio(value, base),
+                f"<= {target} ms",
+                _met(value <= target),
+            )
+        )
+    return rows
+
+
 def login_rows() -> list[Row]:
     data = _read("login_callback.json")
     if not data:
@@ -300,7 +334,14 @@ def load_rows() -> list[Row]:
     ]
 
 
-SECTIONS: list[Callable[[], list[Row]]] = [intake_rows, e2e_rows, login_rows, reconcile_rows, load_rows]
+SECTIONS: list[Callable[[], list[Row]]] = [
+    intake_rows,
+    e2e_rows,
+    broker_rows,
+    login_rows,
+    reconcile_rows,
+    load_rows,
+]
 
 
 def _cpu_model() -> str:

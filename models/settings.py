@@ -27,6 +27,9 @@ def _split_csv(value: object) -> object:
 
 CsvList = Annotated[list[str], NoDecode]
 
+AMQP_SCHEMES = frozenset({"amqp", "amqps", "pyamqp"})
+BROKER_SCHEMES = AMQP_SCHEMES | {"redis", "rediss"}
+
 
 class Settings(BaseSettings):
     """Typed configuration. Every field is documented in ``.env.example`` and the README."""
@@ -41,6 +44,9 @@ class Settings(BaseSettings):
     # Every Redis key this service writes (Celery's too) starts with this, so two deployments or two test runs can
     # share one Redis without seeing each other's keys.
     redis_key_prefix: str = ""
+    # Celery's broker when it is not REDIS_URL: ``amqp://`` selects RabbitMQ (quorum queues, publisher confirms).
+    # Redis keeps the results, the rate budget, the coalescing and the live stream either way.
+    celery_broker_url: str | None = None
 
     secret_key: SecretStr | None = None
     public_base_url: str = "http://127.0.0.1:5000"
@@ -124,6 +130,24 @@ class Settings(BaseSettings):
         if not value.startswith("postgresql+psycopg://"):
             raise ValueError("DATABASE_URL must be a PostgreSQL URL (postgresql://...)")
         return value
+
+    @field_validator("celery_broker_url")
+    @classmethod
+    def _known_broker(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if value.split("://", 1)[0] not in BROKER_SCHEMES:
+            raise ValueError(f"CELERY_BROKER_URL must start with one of {', '.join(sorted(BROKER_SCHEMES))}://")
+        return value
+
+    @property
+    def broker_url(self) -> str:
+        """Celery's broker: ``CELERY_BROKER_URL`` when set, else the Redis of ``REDIS_URL``."""
+        return self.celery_broker_url or self.redis_url
+
+    @property
+    def broker_is_rabbitmq(self) -> bool:
+        return self.broker_url.split("://", 1)[0] in AMQP_SCHEMES
 
     @property
     def max_request_body_bytes(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from celery import Celery, signals
@@ -17,6 +18,16 @@ app = Celery(
 )
 app.config_from_object("celeryconfig")
 guard_flower(get_settings())
+
+
+def broker_countdown(seconds: float) -> float:
+    """A task delay the broker honours. On RabbitMQ's quorum queues Celery delays a task through RabbitMQ itself
+    (native delayed delivery), which counts whole seconds and refuses a delay between 0 and 1 (the publish raises,
+    and the task is lost); there a fractional delay is rounded up. On Redis the worker times it to the millisecond.
+    """
+    if seconds > 0 and get_settings().broker_is_rabbitmq:
+        return float(math.ceil(seconds))
+    return seconds
 
 
 @signals.setup_logging.connect

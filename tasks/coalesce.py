@@ -13,7 +13,7 @@ import logging
 import redis
 
 from models.settings import get_settings
-from tasks.app import app
+from tasks.app import app, broker_countdown
 from tasks.redis_client import get_redis, key
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def request_user_refresh(asgardeo_id: str, *, trigger: str) -> bool:
         SYNC_USER_TASK,
         args=[asgardeo_id],
         kwargs={"trigger": trigger},
-        countdown=window,
+        countdown=broker_countdown(window),
     )
     log.info("user refresh requested", extra={"user_id": asgardeo_id, "trigger": trigger})
     return True

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import amqp.exceptions
 import kombu.exceptions
 import redis
 from celery import Task
@@ -333,6 +334,15 @@ def relay() -> int:
 # Postgres, so a slow publish would only hold a web thread for nothing.
 PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.05, "interval_max": 0.05}
 PUBLISH_TRANSPORT_OPTIONS = {"socket_connect_timeout": 0.5, "socket_timeout": 1.0}
+# What a publish raises when the broker is away or refuses a message, on Redis and on RabbitMQ (where a nack under
+# publisher confirms is ``MessageNacked``: the message was not stored, so the relay must send it).
+BROKER_ERRORS = (
+    kombu.exceptions.KombuError,
+    redis.RedisError,
+    amqp.exceptions.AMQPError,
+    amqp.exceptions.MessageNacked,
+    OSError,
+)
 
 
 class ApplyPublisher:
@@ -352,7 +362,9 @@ class ApplyPublisher:
     def _producer(self) -> Any:
         producer = getattr(self._local, "producer", None)
         if producer is None:
-            connection = app.connection_for_write(self.broker_url, transport_options=self.transport_options)
+            connection = app.connection_for_write(
+                self.broker_url, transport_options=self.transport_options, connect_timeout=1.0
+            )
             producer = connection.Producer(serializer="json")
             self._local.producer = producer
             self._local.declared = False
@@ -381,7 +393,7 @@ class ApplyPublisher:
             with producer.batch(len(ids)):
                 for event_id in ids:
                     self._publish_one(producer, event_id)
-        except (kombu.exceptions.KombuError, redis.RedisError, OSError) as exc:
+        except BROKER_ERRORS as exc:
             self._drop()
             log.warning("broker unreachable; the relay will send the events", extra={"error": type(exc).__name__})
             return ids

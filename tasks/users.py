@@ -19,7 +19,7 @@ from models.db import unit_of_work
 from models.runs import Counters, finish_run, get_run, mark_started, note_error, start_user_run
 from models.settings import get_settings
 from models.users import Change, apply_user_patch, upsert_users
-from tasks.app import app
+from tasks.app import app, broker_countdown
 from tasks.errors import DirectoryUnavailable, TransientError, UserGone
 from tasks.live import publish_changes
 from tasks.scim import ScimClient, valid_id
@@ -155,7 +155,7 @@ def sync(
         countdown = random.uniform(0, min(BACKOFF_CAP_SECONDS, 2 ** (self.request.retries + 1)))  # noqa: S311
         raise self.retry(
             exc=pending.cause,
-            countdown=countdown,
+            countdown=broker_countdown(countdown),
             kwargs={
                 "asgardeo_id": asgardeo_id,
                 "trigger": trigger,

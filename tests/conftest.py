@@ -18,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from tests import rabbitmq
 from tests.services import ServiceUnavailable, TestServices
 from tests.stack import STACK, LiveServer
 
@@ -34,12 +35,23 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"CI must not skip integration tests: {exc}") from exc
         _services_error = str(exc)
         return
+    broker: dict[str, str] = {}
+    if rabbitmq.selected():
+        try:
+            rabbitmq.check_usable()
+            broker["CELERY_BROKER_URL"] = rabbitmq.make_vhost("run")
+        except rabbitmq.RabbitUnavailable as exc:
+            if os.environ.get("CI") == "true":
+                raise pytest.UsageError(f"CI must not skip the RabbitMQ run: {exc}") from exc
+            _services_error = f"BROKER_UNDER_TEST=rabbitmq, but {exc}"
+            return
     os.environ.update(
         APP_ENV="test",
         DATABASE_URL=_services.database_url,
         REDIS_URL=_services.redis_url,
         REDIS_KEY_PREFIX=_services.key_prefix,
         **STACK.environment(),
+        **broker,
     )
     from models import migrate
     from models.settings import get_settings
@@ -53,6 +65,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
     reset_engine()
     _services.stop()
+    rabbitmq.remove_all()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -159,7 +172,7 @@ def admin_headers(make_signed_in_user: Callable[..., tuple[int, str]]) -> dict[s
 
 @pytest.fixture(scope="session")
 def celery_worker() -> Iterator[Any]:
-    """A real Celery worker in this process (thread pool) consuming every queue of the real Redis broker."""
+    """A real Celery worker in this process (thread pool) consuming every queue of the run's real broker."""
     from celery.contrib.testing.worker import start_worker
 
     from tasks import app as celery_app

@@ -32,10 +32,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import kombu.exceptions
 import requests
 from celery import Celery
 
 from localrun.procfile import read_procfile
+from tests import rabbitmq
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -54,6 +56,9 @@ def isolated_env(base: Mapping[str, str] | None = None, **overrides: str) -> dic
     run's teardown delete it): processes started with it share Postgres with the tests but not their queues."""
     env = dict(os.environ if base is None else base)
     env["REDIS_KEY_PREFIX"] = f"{env.get('REDIS_KEY_PREFIX', '')}iso-{uuid.uuid4().hex[:8]}:"
+    if env.get("CELERY_BROKER_URL"):
+        # On RabbitMQ the queues live in a virtual host, not under the key prefix: give the pipeline its own.
+        env["CELERY_BROKER_URL"] = rabbitmq.make_vhost("iso")
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONPATH"] = str(ROOT)
     env.setdefault("LOG_LEVEL", "WARNING")
@@ -160,9 +165,12 @@ class Broker:
     def __init__(self, env: Mapping[str, str]) -> None:
         self.prefix = env.get("REDIS_KEY_PREFIX", "")
         url = env["REDIS_URL"]
-        self.app = Celery("procfile-client", broker=url, backend=url, set_as_current=False)
+        self.broker_url = env.get("CELERY_BROKER_URL") or url
+        self.on_rabbitmq = self.broker_url != url
+        transport = {"confirm_publish": True} if self.on_rabbitmq else {"global_keyprefix": self.prefix}
+        self.app = Celery("procfile-client", broker=self.broker_url, backend=url, set_as_current=False)
         self.app.conf.update(
-            broker_transport_options={"global_keyprefix": self.prefix},
+            broker_transport_options=transport,
             result_backend_transport_options={"global_keyprefix": self.prefix},
             task_routes={
                 "events.*": {"queue": "events"},
@@ -171,13 +179,30 @@ class Broker:
             },
             task_default_queue="default",
             broker_connection_retry_on_startup=True,
+            # Celery prefers the CELERY_BROKER_URL environment variable over any configured broker_url; this
+            # process's variable names the run's broker, not the pipeline's, so name the pipeline's explicitly.
+            broker_read_url=self.broker_url,
+            broker_write_url=self.broker_url,
         )
+        if self.on_rabbitmq:
+            # The product's own queue declarations (quorum, topic exchanges): a client that declared them
+            # differently would be refused by RabbitMQ (PRECONDITION_FAILED).
+            from celeryconfig import task_queues
+
+            self.app.conf.task_queues = task_queues
         import redis
 
         self.redis = redis.Redis.from_url(url, socket_timeout=5)
 
     def send(self, name: str, *args: Any, **options: Any) -> Any:
+        """Send a task; a broker connection that a test just broke on purpose is re-opened (three tries)."""
         kwargs = options.pop("kwargs", {})
+        for _ in range(2):
+            try:
+                return self.app.send_task(name, args=list(args), kwargs=kwargs, **options)
+            except kombu.exceptions.OperationalError:
+                self.app.pool.force_close_all()
+                time.sleep(0.5)
         return self.app.send_task(name, args=list(args), kwargs=kwargs, **options)
 
     def wait_ready(self, timeout: float = 60.0, process: ProcfileProcess | None = None) -> None:
@@ -195,7 +220,10 @@ class Broker:
 
     def backlog(self, include_unacked: bool = True) -> int:
         """Messages waiting in the queues plus (by default) those delivered to a worker and not yet acknowledged
-        (ETA ones too)."""
+        (ETA ones too; on RabbitMQ also those waiting in its delayed-delivery queues)."""
+        if self.on_rabbitmq:
+            depths = rabbitmq.queue_depths(self.broker_url).values()
+            return sum(total if include_unacked else ready for total, ready in depths)
         waiting = sum(int(self.redis.llen(f"{self.prefix}{queue}")) for queue in QUEUES)
         if not include_unacked:
             return waiting

@@ -18,8 +18,9 @@ CHUNK = 65536
 
 
 class TcpProxy:
-    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1", listen_host: str = "127.0.0.1") -> None:
         self.target = (target_host, target_port)
+        self.listen_host = listen_host
         self.port = free_port()
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
@@ -39,7 +40,7 @@ class TcpProxy:
         """Listen (again) on :attr:`port`."""
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
+        listener.bind((self.listen_host, self.port))
         listener.listen(128)
         with self._lock:
             self._listener = listener

@@ -1,0 +1,144 @@
+"""Several hosts on one machine: Linux network namespaces joined by veth pairs to a bridge.
+
+The test process's own (root) namespace is the *store host*: it owns the bridge and its address, and forwards
+that address's ports to the Postgres, Redis and RabbitMQ servers that listen on its loopback (they are this
+machine's services; they cannot be moved). Every other host is a namespace with one veth into the bridge and its
+own loopback, so a process there reaches the stores only across the bridge, and :meth:`Hosts.cut` takes its link
+down as a pulled cable would: nothing it sends or should receive arrives, and its TCP connections are not reset.
+
+Addresses are private ``10.213.N.0/24`` ones, on the bridge only; nothing is routed off this machine. Every name
+carries a random tag, and :meth:`Hosts.remove` deletes every namespace, veth and bridge it made, also after a
+failure (use it as a context manager).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+
+class HostsUnavailable(RuntimeError):
+    """Namespaces cannot be made here (not root, or no ``ip``)."""
+
+
+def _ip(*args: str) -> None:
+    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {done.stderr.strip()}")
+
+
+def check_available() -> None:
+    if shutil.which("ip") is None:
+        raise HostsUnavailable("the multi-host test needs iproute2's `ip`")
+    if os.geteuid() != 0:
+        raise HostsUnavailable("the multi-host test makes network namespaces and must run as root")
+
+
+@dataclass
+class Host:
+    name: str
+    namespace: str
+    address: str
+    link: str  # the veth end in the store host's namespace; taking it down cuts the host off
+
+    def command(self, argv: Sequence[str]) -> list[str]:
+        """``argv`` run inside this host's namespace (``ip netns exec`` execs it: the pid stays the same)."""
+        return ["ip", "netns", "exec", self.namespace, *argv]
+
+
+@dataclass
+class Hosts:
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+    subnet: int = field(default_factory=lambda: random.randint(1, 254))
+    hosts: dict[str, Host] = field(default_factory=dict)
+    _namespaces: list[str] = field(default_factory=list)
+    _links: list[str] = field(default_factory=list)
+    _bridge: str | None = None
+
+    @property
+    def store_address(self) -> str:
+        return f"10.213.{self.subnet}.1"
+
+    def build(self, names: Sequence[str]) -> Hosts:
+        """The bridge with the store host's address, and one namespace per name, each up and reachable."""
+        bridge = f"hxb{self.tag}"
+        _ip("link", "add", bridge, "type", "bridge")
+        self._bridge = bridge
+        _ip("addr", "add", f"{self.store_address}/24", "dev", bridge)
+        _ip("link", "set", bridge, "up")
+        for index, name in enumerate(names, start=2):
+            namespace = f"hx{self.tag}-{name}"
+            _ip("netns", "add", namespace)
+            self._namespaces.append(namespace)
+            outside, inside = f"hx{self.tag}o{index}", f"hx{self.tag}i{index}"
+            _ip("link", "add", outside, "type", "veth", "peer", "name", inside)
+            self._links.append(outside)
+            _ip("link", "set", inside, "netns", namespace)
+            _ip("link", "set", outside, "master", bridge)
+            _ip("link", "set", outside, "up")
+            address = f"10.213.{self.subnet}.{index}"
+            _ip("-n", namespace, "addr", "add", f"{address}/24", "dev", inside)
+            _ip("-n", namespace, "link", "set", inside, "up")
+            _ip("-n", namespace, "link", "set", "lo", "up")
+            self.hosts[name] = Host(name=name, namespace=namespace, address=address, link=outside)
+        return self
+
+    def cut(self, name: str) -> None:
+        _ip("link", "set", self.hosts[name].link, "down")
+
+    def restore(self, name: str) -> None:
+        _ip("link", "set", self.hosts[name].link, "up")
+
+    def reaches(self, name: str, port: int) -> bool:
+        """Whether a TCP connection from host ``name`` to the store host's ``port`` opens within a second."""
+        probe = f"import socket; socket.create_connection(({self.store_address!r}, {port}), timeout=1).close()"
+        argv = self.hosts[name].command([sys.executable, "-c", probe])
+        return subprocess.run(argv, capture_output=True, timeout=15, check=False).returncode == 0
+
+    def remove(self) -> None:
+        """Delete what :meth:`build` made, whatever state it is in (each step on its own)."""
+        for namespace in self._namespaces:
+            # The test stops its processes first; this is the backstop, so no process outlives the test inside.
+            pids = subprocess.run(
+                ["ip", "netns", "pids", namespace], capture_output=True, text=True, timeout=10, check=False
+            )
+            for pid in pids.stdout.split():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+            with contextlib.suppress(RuntimeError):
+                _ip("netns", "del", namespace)
+        for link in self._links:
+            with contextlib.suppress(RuntimeError):
+                _ip("link", "del", link)  # usually gone with its peer's namespace
+        if self._bridge is not None:
+            with contextlib.suppress(RuntimeError):
+                _ip("link", "del", self._bridge)
+        self._namespaces.clear()
+        self._links.clear()
+        self._bridge = None
+
+    def leftovers(self) -> list[str]:
+        """Names of this run's namespaces and links still present (empty after :meth:`remove`)."""
+        netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10, check=False)
+        links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, timeout=10, check=False)
+        marker = f"hx{self.tag}"
+        found = [line.split()[0] for line in netns.stdout.splitlines() if line.startswith(marker)]
+        found += [line.split(":")[1].strip().split("@")[0] for line in links.stdout.splitlines() if marker in line]
+        return found
+
+
+@contextlib.contextmanager
+def hosts(names: Sequence[str]) -> Iterator[Hosts]:
+    made = Hosts()
+    try:
+        yield made.build(names)
+    finally:
+        made.remove()

@@ -1,0 +1,92 @@
+"""What RabbitMQ as the broker promises beyond the shared suite: replicated queues, confirmed publishes, and no
+message lost when the broker drops every connection in the middle of a burst.
+
+These run in the RabbitMQ pass (``BROKER_UNDER_TEST=rabbitmq``, which ``.ci/run`` runs after the Redis pass);
+in the Redis pass they say so and do not run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests import rabbitmq
+from tests.chaos.conftest import Pipeline, mismatches
+from tests.chaos.test_faults import assert_nothing_lost, create_users, created_audits
+from tests.polling import wait_for
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not os.environ.get("CELERY_BROKER_URL"),
+        reason="RabbitMQ only: runs in the BROKER_UNDER_TEST=rabbitmq pass of .ci/run",
+    ),
+]
+
+
+@pytest.fixture
+def full_events_queue() -> str:
+    """A virtual host whose ``events`` queue refuses every message (a full queue with ``reject-publish``)."""
+    url = rabbitmq.make_vhost("full")
+    rabbitmq.set_policy(url, "full-events", "^events$", '{"max-length": 0, "overflow": "reject-publish"}')
+    return url
+
+
+def test_task_queues_are_quorum_queues(make_pipeline: Callable[..., Pipeline]) -> None:
+    pipeline = make_pipeline(web=False)
+    types = rabbitmq.queue_types(pipeline.broker.broker_url)
+    assert {name: types.get(name) for name in ("default", "events", "users", "reconcile")} == dict.fromkeys(
+        ("default", "events", "users", "reconcile"), "quorum"
+    )
+
+
+def test_a_message_the_broker_refuses_is_reported_unsent_so_the_relay_sends_it(full_events_queue: str) -> None:
+    """With publisher confirms a refused publish is a nack, not silence: the intake leaves the event for the relay
+    instead of marking it sent. Without confirms this message would vanish and the event wait for the requeue."""
+    from tasks.events import ApplyPublisher
+
+    publisher = ApplyPublisher(broker_url=full_events_queue)
+    ids = [10_000_001, 10_000_002]
+    assert publisher.publish(ids) == ids
+    rabbitmq.clear_policy(full_events_queue, "full-events")
+    assert publisher.publish(ids) == []
+
+
+def test_a_sub_second_countdown_is_delivered(celery_worker: Any) -> None:
+    """RabbitMQ delays in whole seconds and Celery refuses 0 < delay < 1 there: the coalesced refresh's window
+    (REFRESH_COALESCE_SECONDS, fractional in tests) and a jittered retry must still arrive."""
+    from tasks.app import broker_countdown
+    from tasks.health import ping
+
+    started = time.monotonic()
+    assert ping.apply_async(countdown=broker_countdown(0.2)).get(timeout=30) == "pong"
+    assert time.monotonic() - started >= 0.2
+
+
+def test_every_broker_connection_closed_during_a_burst_loses_nothing(
+    make_pipeline: Callable[..., Pipeline],
+) -> None:
+    pipeline = make_pipeline()
+    pipeline.subscribe()
+    prefix = f"rmq{uuid.uuid4().hex[:4]}"
+    ids = create_users(pipeline, prefix, 150)  # 300 deliveries
+    closes = 0
+    for floor in (30, 120, 210):
+        wait_for(lambda f=floor: pipeline.admin.webhook_status()["delivered"] >= f, 60, "deliveries to flow")
+        rabbitmq.close_connections(pipeline.broker.broker_url)
+        closes += 1
+    pipeline.drain(timeout=120, relay_every=2.0, include_unacked=False)
+
+    status = pipeline.admin.webhook_status()
+    assert closes == 3
+    assert status["failed"] == 0
+    assert status["delivered"] == 300
+    assert_nothing_lost(pipeline)
+    audits = created_audits()
+    assert {audits.get(i) for i in ids} == {1}, {i: audits.get(i) for i in ids if audits.get(i) != 1}
+    assert mismatches(pipeline.admin.dump()) == []
