@@ -77,11 +77,20 @@ def services() -> Iterator[dict[str, str]]:
 
 
 def queued_messages(queue: str) -> int:
-    """Messages waiting in ``queue`` on the configured broker (Redis or RabbitMQ), by a passive declare."""
-    from tasks.app import app
+    """Messages waiting in ``queue`` on the configured broker: a Redis list's length, or RabbitMQ's own count."""
+    from amqp.exceptions import ChannelError
 
-    with app.connection_for_write() as connection:
-        return int(connection.default_channel.queue_declare(queue, passive=True).message_count)
+    from models.settings import get_settings
+    from tasks.app import app
+    from tasks.redis_client import get_redis, key
+
+    if not get_settings().broker_is_rabbitmq:
+        return int(get_redis().llen(key(queue)))
+    with app.connection_for_write() as connection, connection.channel() as channel:
+        try:
+            return int(channel.queue_declare(queue, passive=True).message_count)
+        except ChannelError:  # not declared yet: nothing was ever sent to it
+            return 0
 
 
 def wait_http(port: int, deadline_seconds: float = 30) -> None:

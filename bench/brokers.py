@@ -24,7 +24,13 @@ from tests import rabbitmq
 
 def run(module: str, args: list[str], env: dict[str, str]) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         raise SystemExit(f"{module} failed on {env.get('CELERY_BROKER_URL') or 'Redis'}:\n{done.stdout[-2000:]}")
