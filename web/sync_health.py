@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from models.db import unit_of_work
 from models.settings import Settings
 from models.tables import EVENT_STATUSES, SyncRun, User, WebhookEvent
+from tasks.housekeeping import last_report
 from tasks.subscriptions import subscriptions
 from web.access import require_role
 from web.serialize import event_json
@@ -80,11 +81,20 @@ def snapshot(session: Session) -> dict[str, Any]:
         "last_webhook_received_at": _iso(last_delivery),
         "failed_events": [event_json(e) for e in failed],
         "users": {status: users.get(status, 0) for status in ("active", "inactive", "deleted")},
+        "housekeeping": _housekeeping(),
         "subscriptions": {
             topic: {**entry, "at": _iso(datetime.fromtimestamp(entry["at"], UTC))}
             for topic, entry in sorted(subscriptions().items())
         },
     }
+
+
+def _housekeeping() -> dict[str, Any] | None:
+    """The last housekeeping run's report, with its finish time as ISO like the page's other times."""
+    report = last_report()
+    if report is None:
+        return None
+    return {**report, "finished_at": _iso(datetime.fromtimestamp(report["finished_at"], UTC))}
 
 
 @bp.get("/health")

@@ -1,0 +1,195 @@
+"""Retention rules and the housekeeping run, against the real Postgres (rows committed, as the task sees them)."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, text, update
+from sqlalchemy.orm import Session
+
+from models.db import get_engine, unit_of_work
+from models.housekeeping import HOUSEKEEPING_LOCK_KEY, Report, Retention, housekeep
+from models.tables import AppSession, SyncRun, UserChange, WebhookEvent
+from tests.factories import login, make_user
+
+DAY = 86400.0
+RETENTION = Retention(sessions=3600, inbox=30 * DAY, runs=90 * DAY)
+
+
+pytestmark = pytest.mark.usefixtures("clean_db")
+
+
+def ago(days: float = 0, hours: float = 0) -> datetime:
+    return datetime.now(UTC) - timedelta(days=days, hours=hours)
+
+
+def make_event(session: Session, status: str, *, received: datetime, processed: datetime | None = None) -> int:
+    row = WebhookEvent(
+        jti=str(uuid.uuid4()),
+        event_type="userCreated",
+        event_uri="https://schemas.identity.wso2.org/events/user/event-type/userCreated",
+        asgardeo_user_id=str(uuid.uuid4()),
+        iat=int(received.timestamp() * 1000),
+        payload={"events": {}},
+        status=status,
+        received_at=received,
+        processed_at=processed,
+    )
+    session.add(row)
+    session.flush()
+    return row.id
+
+
+def make_run(session: Session, status: str, *, started: datetime, finished: datetime | None) -> int:
+    run = SyncRun(kind="full", trigger="beat", status=status, started_at=started, finished_at=finished)
+    session.add(run)
+    session.flush()
+    return run.id
+
+
+def make_change(session: Session, *, created: datetime, run_id: int | None = None) -> int:
+    change = UserChange(asgardeo_id=str(uuid.uuid4()), action="updated", source="reconcile", run_id=run_id)
+    change.created_at = created
+    session.add(change)
+    session.flush()
+    return change.id
+
+
+def ids(model: Any) -> set[int]:
+    with unit_of_work() as session:
+        return set(session.execute(select(model.id)).scalars())
+
+
+def run(retention: Retention = RETENTION, *, batch_size: int = 100, rest: bool = False) -> Report:
+    return housekeep(get_engine(), retention, batch_size=batch_size, max_seconds=60, rest=rest)
+
+
+def test_inbox_keeps_failed_and_unapplied_events_and_recent_ones_and_removes_old_applied_and_ignored() -> None:
+    with unit_of_work() as session:
+        old_applied = make_event(session, "applied", received=ago(40), processed=ago(40))
+        old_ignored = make_event(session, "ignored", received=ago(31), processed=ago(31))
+        kept = {
+            make_event(session, "failed", received=ago(60), processed=ago(60)),
+            make_event(session, "received", received=ago(60)),
+            make_event(session, "queued", received=ago(60)),
+            make_event(session, "applied", received=ago(1), processed=ago(1)),
+            # Received long ago, failed, replayed by an admin and applied yesterday: its 30 days start now.
+            make_event(session, "applied", received=ago(45), processed=ago(1)),
+        }
+    report = run()
+    assert ids(WebhookEvent) == kept
+    assert old_applied not in kept
+    assert old_ignored not in kept
+    assert report.removed == {"sessions": 0, "inbox": 2, "runs": 0, "audit": 0}
+    assert report.status == "done"
+
+
+def test_sessions_end_after_their_grace_and_a_live_session_is_never_removed() -> None:
+    with unit_of_work() as session:
+        user = make_user(session)
+        live = login(session, user, ttl_seconds=3600).session_id
+        expired_recently = login(session, user).session_id
+        expired_long_ago = login(session, user).session_id
+        revoked_recently = login(session, user).session_id
+        revoked_long_ago = login(session, user).session_id
+        session.execute(update(AppSession).where(AppSession.id == expired_recently).values(expires_at=ago(hours=0.5)))
+        session.execute(update(AppSession).where(AppSession.id == expired_long_ago).values(expires_at=ago(hours=2)))
+        session.execute(update(AppSession).where(AppSession.id == revoked_recently).values(revoked_at=ago(hours=0.5)))
+        session.execute(update(AppSession).where(AppSession.id == revoked_long_ago).values(revoked_at=ago(hours=2)))
+    report = run()
+    assert ids(AppSession) == {live, expired_recently, revoked_recently}
+    assert report.removed["sessions"] == 2
+
+
+def test_old_runs_go_unless_running_or_named_by_the_audit_trail_which_is_kept_by_default() -> None:
+    with unit_of_work() as session:
+        old = make_run(session, "succeeded", started=ago(100), finished=ago(100))
+        old_failed = make_run(session, "failed", started=ago(95), finished=ago(95))
+        audited = make_run(session, "succeeded", started=ago(100), finished=ago(100))
+        stuck = make_run(session, "running", started=ago(100), finished=None)
+        recent = make_run(session, "succeeded", started=ago(10), finished=ago(10))
+        change = make_change(session, created=ago(100), run_id=audited)
+        plain_change = make_change(session, created=ago(1000))
+    report = run()
+    assert ids(SyncRun) == {audited, stuck, recent}
+    assert {old, old_failed}.isdisjoint(ids(SyncRun))
+    assert ids(UserChange) == {change, plain_change}
+    with unit_of_work() as session:
+        assert session.get(UserChange, change).run_id == audited  # type: ignore[union-attr]
+    assert report.removed == {"sessions": 0, "inbox": 0, "runs": 2, "audit": 0}
+
+
+def test_an_audit_retention_removes_old_audit_rows_and_then_the_runs_they_held() -> None:
+    with unit_of_work() as session:
+        audited = make_run(session, "succeeded", started=ago(100), finished=ago(100))
+        old_change = make_change(session, created=ago(100), run_id=audited)
+        kept_change = make_change(session, created=ago(50))
+    retention = Retention(sessions=3600, inbox=30 * DAY, runs=90 * DAY, audit=60 * DAY)
+    report = run(retention)
+    assert ids(UserChange) == {kept_change}
+    assert old_change not in ids(UserChange)
+    assert ids(SyncRun) == set()
+    assert report.removed["audit"] == 1
+    assert report.removed["runs"] == 1
+
+
+def test_a_backlog_larger_than_a_batch_is_removed_in_batches() -> None:
+    with unit_of_work() as session:
+        for _ in range(25):
+            make_event(session, "applied", received=ago(40), processed=ago(40))
+        kept = make_event(session, "failed", received=ago(40), processed=ago(40))
+    report = run(batch_size=10)
+    assert ids(WebhookEvent) == {kept}
+    assert report.removed["inbox"] == 25
+    assert report.batches >= 3
+
+
+def test_a_run_while_another_holds_the_lock_is_refused_and_removes_nothing() -> None:
+    with unit_of_work() as session:
+        event = make_event(session, "applied", received=ago(40), processed=ago(40))
+    with get_engine().connect() as other:
+        assert other.execute(select(func.pg_try_advisory_lock(HOUSEKEEPING_LOCK_KEY))).scalar()
+        try:
+            report = run()
+        finally:
+            other.execute(select(func.pg_advisory_unlock(HOUSEKEEPING_LOCK_KEY)))
+            other.commit()
+    assert report.status == "refused"
+    assert report.removed == {"sessions": 0, "inbox": 0, "runs": 0, "audit": 0}
+    assert ids(WebhookEvent) == {event}
+
+
+def test_two_runs_started_together_do_not_both_work() -> None:
+    backlog = 10_000
+    with get_engine().begin() as conn:
+        conn.execute(text(_BULK_EVENTS), {"n": backlog, "days": 40})
+    reports: list[Report] = []
+    start = threading.Barrier(2)
+
+    def one() -> None:
+        start.wait()
+        reports.append(run(batch_size=50, rest=True))
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(r.status for r in reports) == ["done", "refused"]
+    assert sum(r.removed["inbox"] for r in reports) == backlog
+    assert ids(WebhookEvent) == set()
+
+
+# Old applied events, bulk-inserted in one statement (the ORM would take minutes for a large backlog).
+_BULK_EVENTS = """
+INSERT INTO webhook_events (jti, event_type, event_uri, asgardeo_user_id, iat, payload, status, received_at,
+                            queued_at, processed_at, updated_at, attempts)
+SELECT 'old-' || g, 'userUpdated', 'https://schemas.identity.wso2.org/events/user/event-type/userUpdated',
+       md5(g::text), 1, jsonb_build_object('jti', 'old-' || g, 'events', jsonb_build_object('u', repeat('x', 200))),
+       'applied', t, t, t, t, 1
+FROM generate_series(1, :n) AS g, LATERAL (SELECT now() - make_interval(days => :days) + g * interval '1 ms') AS s(t)
+"""
