@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from flask.testing import FlaskClient
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
@@ -15,6 +17,7 @@ from models.db import get_engine, unit_of_work
 from models.housekeeping import HOUSEKEEPING_LOCK_KEY, Report, Retention, housekeep
 from models.tables import AppSession, SyncRun, UserChange, WebhookEvent
 from tests.factories import login, make_user
+from tests.polling import wait_for
 
 DAY = 86400.0
 RETENTION = Retention(sessions=3600, inbox=30 * DAY, runs=90 * DAY)
@@ -193,3 +196,43 @@ SELECT 'old-' || g, 'userUpdated', 'https://schemas.identity.wso2.org/events/use
        'applied', t, t, t, t, 1
 FROM generate_series(1, :n) AS g, LATERAL (SELECT now() - make_interval(days => :days) + g * interval '1 ms') AS s(t)
 """
+
+
+def test_the_beat_task_reports_its_removals_in_the_log_the_metrics_and_the_sync_health_page(
+    celery_worker: Any,
+    client: FlaskClient,
+    admin_headers: dict[str, str],
+    clean_redis: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from tasks import metrics
+    from tasks.housekeeping import last_report
+    from tasks.housekeeping import run as housekeeping_task
+
+    with unit_of_work() as session:
+        for _ in range(3):
+            make_event(session, "applied", received=ago(40), processed=ago(40))
+    caplog.set_level(logging.INFO, logger="tasks.housekeeping")
+    sent = housekeeping_task.delay()
+    report = wait_for(last_report, what="the housekeeping report")
+    assert report["status"] == "done"
+    assert report["removed"]["inbox"] == 3
+    assert report["task_id"] == sent.id
+    assert ids(WebhookEvent) == set()
+
+    line = next(r for r in caplog.records if r.getMessage() == "housekeeping finished")
+    assert line.housekeeping["removed"]["inbox"] == 3  # type: ignore[attr-defined]
+    metrics.flush()
+    assert metrics.read_all()["housekeeping_removed|kind=inbox"] == 3
+
+    summary = client.get("/admin/health/summary", headers=admin_headers).json
+    assert summary["housekeeping"]["removed"]["inbox"] == 3
+    page = client.get("/admin/health", headers=admin_headers).get_data(as_text=True)
+    assert '<td data-kind="inbox">3</td>' in page
+
+
+def test_the_sync_health_page_says_when_no_housekeeping_ran(
+    client: FlaskClient, admin_headers: dict[str, str], clean_redis: None
+) -> None:
+    assert client.get("/admin/health/summary", headers=admin_headers).json["housekeeping"] is None
+    assert 'id="no-housekeeping"' in client.get("/admin/health", headers=admin_headers).get_data(as_text=True)
