@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import http.client
+import itertools
 import logging
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,11 +17,14 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
+from localrun.embedded import free_port
 from models.db import get_engine, unit_of_work
 from models.housekeeping import HOUSEKEEPING_LOCK_KEY, Report, Retention, housekeep
 from models.tables import AppSession, SyncRun, UserChange, WebhookEvent
 from tests.factories import login, make_user
 from tests.polling import wait_for
+from tests.webhook_payloads import encode, event, signed_headers
+from tests.worker_process import ProcfileProcess, isolated_env, wait_http_ok
 
 DAY = 86400.0
 RETENTION = Retention(sessions=3600, inbox=30 * DAY, runs=90 * DAY)
@@ -236,3 +243,69 @@ def test_the_sync_health_page_says_when_no_housekeeping_ran(
 ) -> None:
     assert client.get("/admin/health/summary", headers=admin_headers).json["housekeeping"] is None
     assert 'id="no-housekeeping"' in client.get("/admin/health", headers=admin_headers).get_data(as_text=True)
+
+
+def paced_intake(
+    url: str, *, seconds: float, rate: float, while_running: Callable[[], bool] | None = None
+) -> list[float]:
+    """Signed deliveries sent open loop at ``rate`` (send ``i`` is due at ``start + i / rate``) over keep-alive
+    connections, for ``seconds`` or, with ``while_running``, for as long as it answers true; latencies in ms."""
+    host, port = url.removeprefix("http://").split(":")
+    latencies: list[float] = []
+    lock = threading.Lock()
+    counter = itertools.count()
+    start = time.perf_counter()
+
+    def sender() -> None:
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        while True:
+            index = next(counter)
+            due = start + index / rate
+            if due - start > seconds if while_running is None else not while_running():
+                break
+            time.sleep(max(0.0, due - time.perf_counter()))
+            raw = encode(event("userUpdated"))
+            began = time.perf_counter()
+            conn.request("POST", "/webhooks/asgardeo", body=raw, headers=signed_headers(raw))
+            answer = conn.getresponse()
+            answer.read()
+            assert answer.status == 202, answer.status
+            with lock:
+                latencies.append((time.perf_counter() - began) * 1000)
+        conn.close()
+
+    threads = [threading.Thread(target=sender) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies
+
+
+def p99(values: list[float]) -> float:
+    return sorted(values)[int(0.99 * len(values))]
+
+
+def test_a_large_backlog_goes_in_batches_while_a_concurrent_intake_keeps_its_p99(clean_redis: None) -> None:
+    backlog = 200_000
+    with get_engine().begin() as conn:
+        conn.execute(text(_BULK_EVENTS), {"n": backlog, "days": 40})
+        conn.execute(text("ANALYZE webhook_events"))
+    port = free_port()
+    env = isolated_env(WEB_BIND=f"127.0.0.1:{port}")
+    with ProcfileProcess("web", env) as web:
+        wait_http_ok(f"http://127.0.0.1:{port}/healthz", process=web)
+        url = f"http://127.0.0.1:{port}"
+        paced_intake(url, seconds=2, rate=100)  # warm-up: connections, imports, prepared statements
+        alone = paced_intake(url, seconds=10, rate=100)
+        reports: list[Report] = []
+        worker = threading.Thread(target=lambda: reports.append(run(batch_size=500, rest=True)))
+        worker.start()
+        beside = paced_intake(url, seconds=0, rate=100, while_running=worker.is_alive)
+        worker.join()
+    (report,) = reports
+    assert report.status == "done"
+    assert report.removed["inbox"] == backlog
+    assert report.batches >= backlog // 500
+    assert len(beside) >= 200, "housekeeping ran too briefly to compare"
+    assert p99(beside) <= 2 * p99(alone), (p99(alone), p99(beside), report.as_dict())
