@@ -98,15 +98,16 @@ class Settings(BaseSettings):
     reconcile_max_pages: int = Field(default=20_000, ge=1)
 
     # Retention, enforced by the housekeeping task (``housekeeping.run``, every ``HOUSEKEEPING_INTERVAL_SECONDS``).
+    # Fractions are allowed (the soak benchmark keeps minutes, not days).
     # Expired or revoked sessions are kept this long after they ended (to answer "why was I signed out?").
-    session_retention_hours: int = Field(default=24, ge=0)
+    session_retention_hours: float = Field(default=24.0, ge=0)
     # Applied and ignored inbox events, counted from when they were processed. Never failed or unapplied ones. The
     # ``jti`` of a removed event no longer deduplicates, so this must outlast WEBHOOK_MAX_AGE_SECONDS (checked below).
-    inbox_retention_days: int = Field(default=30, ge=1)
+    inbox_retention_days: float = Field(default=30.0, gt=0)
     # Finished reconciliation and single-user runs; a run the audit trail still points to is kept with it.
-    run_retention_days: int = Field(default=90, ge=1)
+    run_retention_days: float = Field(default=90.0, gt=0)
     # The audit trail (``user_changes``) is kept forever unless an operator sets this.
-    audit_retention_days: int | None = Field(default=None, ge=1)
+    audit_retention_days: float | None = Field(default=None, gt=0)
     housekeeping_interval_seconds: float = Field(default=3600.0, ge=1)
     # Rows per delete statement: each batch is its own short transaction, so intake and apply never wait long.
     housekeeping_batch_size: int = Field(default=500, ge=1, le=10_000)
@@ -121,6 +122,12 @@ class Settings(BaseSettings):
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("audit_retention_days", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """``AUDIT_RETENTION_DAYS=`` (as .env.example lists it) means "keep forever", like leaving it out."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("database_url")
     @classmethod

@@ -102,3 +102,10 @@ def test_an_inbox_retention_shorter_than_the_replay_window_is_refused_naming_bot
         load_settings()
     monkeypatch.setenv("WEBHOOK_MAX_AGE_SECONDS", str(6 * 86400))
     assert load_settings().inbox_retention_days == 7
+
+
+def test_an_empty_audit_retention_keeps_the_audit_trail(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUDIT_RETENTION_DAYS", "")
+    assert load_settings().audit_retention_days is None
+    monkeypatch.setenv("AUDIT_RETENTION_DAYS", "365")
+    assert load_settings().audit_retention_days == 365
