@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
-import http.client
 import json
 import os
 import statistics
@@ -33,11 +32,11 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench._support import ROOT, SECRET, services
+from bench._support import ROOT, SECRET, load, services
 from bench.activity import Sampler
 from bench.load import pct
 
@@ -47,78 +46,55 @@ SIDE_TABLES = ("webhook_events", "sessions", "sync_runs")
 CPU_COLUMNS = ("web", "worker", "postgres", "generator", "others")
 
 
-class Deliveries:
-    """Builds delivery ``i`` when it is due (fresh ``iat``); remembers which users were created, to delete some."""
+class Deliveries(Sequence[tuple[bytes, dict[str, str]]]):
+    """``count`` deliveries, each built when the sender asks for it (fresh ``iat``): ``userCreated`` for a new user,
+    every 5th a ``userDeleted`` of a user created earlier. Remembers which users were created, to delete some."""
 
-    def __init__(self) -> None:
+    def __init__(self, count: int) -> None:
+        self.count = count
         self.lock = threading.Lock()
         self.created: list[str] = []
         self.creates = 0
+        self._creating: dict[int, str] = {}
 
-    def build(self, index: int) -> tuple[bytes, dict[str, str], bool]:
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> tuple[bytes, dict[str, str]]:  # type: ignore[override]
         with self.lock:
             if index % 5 == 4 and self.created:
-                uid, name, create = self.created.pop(0), "userDeleted", False
+                uid, name = self.created.pop(0), "userDeleted"
             else:
-                uid, name, create = str(uuid.uuid4()), "userCreated", True
+                uid, name = str(uuid.uuid4()), "userCreated"
+                self._creating[index] = uid
         user: dict[str, Any] = {"id": uid}
-        if create:
+        if name == "userCreated":
             user["claims"] = [{"uri": "http://wso2.org/claims/username", "value": f"{uid}@example.com"}]
         body = {"iss": "https://api.asgardeo.io/t/soak", "jti": str(uuid.uuid4()), "iat": int(time.time() * 1000)}
         body["events"] = {EVENT_URI.format(name): {"user": user}}
         raw = json.dumps(body, separators=(",", ":")).encode()
         sig = "sha256=" + hmac.new(SECRET.encode(), raw, hashlib.sha256).hexdigest()
-        return raw, {"Content-Type": "application/json", "X-Hub-Signature": sig}, create
+        return raw, {"Content-Type": "application/json", "X-Hub-Signature": sig}
 
-    def accepted(self, uid_created: bool, body: bytes) -> None:
-        if uid_created:
-            uid = next(iter(json.loads(body)["events"].values()))["user"]["id"]
-            with self.lock:
+    def answered(self, index: int, status: int) -> None:
+        with self.lock:
+            uid = self._creating.pop(index, None)
+            if uid is not None and status == 202:
                 self.created.append(uid)
                 self.creates += 1
 
 
-def send_for(
-    port: int, rate: float, seconds: float, clients: int, plan: Deliveries, stop: Callable[[], bool]
-) -> list[tuple[float, float, int]]:
-    """Open loop at ``rate`` for ``seconds``: ``(send time, latency ms, status)`` per delivery."""
+def send(port: int, rate: float, seconds: float, clients: int, plan: Deliveries) -> list[tuple[float, float, int]]:
+    """Open loop at ``rate`` for ``seconds`` through the shared generator: ``(send time, latency ms, status)``."""
     samples: list[tuple[float, float, int]] = []
     lock = threading.Lock()
-    counter = iter(range(int(rate * seconds)))
-    start = time.perf_counter()
 
-    def worker() -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        while not stop():
-            with lock:
-                index = next(counter, None)
-            if index is None:
-                break
-            time.sleep(max(0.0, start + index / rate - time.perf_counter()))
-            raw, headers, create = plan.build(index)
-            sent_at = time.time()
-            began = time.perf_counter()
-            try:
-                conn.request("POST", "/webhooks/asgardeo", body=raw, headers=headers)
-                answer = conn.getresponse()
-                answer.read()
-                status = answer.status
-            except (OSError, http.client.HTTPException):
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                status = 0
-            latency = (time.perf_counter() - began) * 1000
-            if status == 202:
-                plan.accepted(create, raw)
-            with lock:
-                samples.append((sent_at, latency, status))
-        conn.close()
+    def record(index: int, sent_at: float, latency_ms: float, status: int) -> None:
+        plan.answered(index, status)
+        with lock:
+            samples.append((sent_at, latency_ms, status))
 
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    load(port, "/webhooks/asgardeo", plan, concurrency=clients, rate=rate, timeout=seconds + 60, on_response=record)
     return samples
 
 
@@ -279,18 +255,19 @@ def main() -> int:
         beat = ProcfileProcess("beat", {**env, "LOG_LEVEL": "INFO"}).start()
         broker = Broker(env)
         side = SideTraffic()
-        plan = Deliveries()
         try:
             wait_http_ok(f"http://127.0.0.1:{port}/healthz", process=web)
             broker.wait_ready(process=worker)
-            send_for(port, 100, 2, 4, plan, lambda: False)  # warm-up: connections, imports, plans
+            warm_up = Deliveries(200)
+            send(port, 100, 2, 4, warm_up)  # connections, imports, plans
             pids = {"web": web.process.pid, "worker": worker.process.pid}  # type: ignore[union-attr]
             sampler = Sampler(env["DATABASE_URL"], env["REDIS_URL"], env["REDIS_KEY_PREFIX"], pids, interval=1.0)
             sampler.start()
             side.thread.start()
             start = time.time()
             watcher = LagWatcher(env["DATABASE_URL"].replace("+psycopg", ""), start, args.window).start()
-            samples = send_for(port, args.rate, args.seconds, args.clients, plan, lambda: not web.alive)
+            plan = Deliveries(int(args.rate * args.seconds))
+            samples = send(port, args.rate, args.seconds, args.clients, plan)
             side.stop.set()
             deadline = time.monotonic() + 180
             while broker.backlog() and time.monotonic() < deadline:
@@ -298,7 +275,7 @@ def main() -> int:
             time.sleep(args.window * 2)
             lags = watcher.stop()
             activity = sampler.stop()
-            ledger = final_ledger(env, plan, samples)
+            ledger = final_ledger(env, plan.creates + warm_up.creates, samples)
         finally:
             broker.close()
             beat.close()
@@ -314,7 +291,7 @@ def main() -> int:
     return 0 if report["ledger"]["balanced"] else 1
 
 
-def final_ledger(env: dict[str, str], plan: Deliveries, samples: list[tuple[float, float, int]]) -> dict[str, Any]:
+def final_ledger(env: dict[str, str], creates: int, samples: list[tuple[float, float, int]]) -> dict[str, Any]:
     """Accepted deliveries against what the database and housekeeping's counter say happened to them."""
     import psycopg
     import redis
@@ -338,9 +315,9 @@ def final_ledger(env: dict[str, str], plan: Deliveries, samples: list[tuple[floa
         "removed_by_housekeeping": removed,
         "failed": inbox.get("failed", 0),
         "pending": pending,
-        "users_created": plan.creates,
+        "users_created": creates,
         "users_in_table": users,
-        "balanced": applied == accepted and pending == 0 and inbox.get("failed", 0) == 0 and users == plan.creates,
+        "balanced": applied == accepted and pending == 0 and inbox.get("failed", 0) == 0 and users == creates,
     }
 
 
