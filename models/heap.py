@@ -4,7 +4,7 @@ A full (generation 2) collection walks every object the collector tracks, and ho
 every thread of that process waits. A web process has about 130,000 such objects once the app is built (Flask,
 SQLAlchemy, psycopg, Celery's client, the OpenAPI document), and walking them took 80-95 ms on the 2-core
 benchmark machine (up to 500 ms while other work loaded it). Under a steady 200 deliveries/s a full collection came
-about every 30 s, and each one stalled every request of that process, roughly 20 of them each time. That was the
+once or twice a minute, and each one stalled every request of that process, roughly 20 of them each time. That was the
 intake's "p99 jumps in one window" stall. None of those start-up objects ever becomes garbage.
 :func:`freeze_startup_heap` moves them into the permanent generation the collector never visits, so a full
 collection walks only what was allocated since (measured: under 2 ms).
