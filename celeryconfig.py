@@ -108,4 +108,12 @@ beat_schedule["reconcile-nightly"] = {
     "options": {"expires": 3600},
 }
 
+# Retention (models/housekeeping.py): small batches, one run at a time; a run still going when the next is due
+# refuses the newcomer, so an expired message is no loss.
+beat_schedule["housekeeping"] = {
+    "task": "housekeeping.run",
+    "schedule": _settings.housekeeping_interval_seconds,
+    "options": {"expires": _settings.housekeeping_interval_seconds},
+}
+
 worker_hijack_root_logger = False

@@ -26,3 +26,10 @@ logconfig_dict = {
     },
     "root": {"handlers": ["stderr"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }
+
+
+def post_worker_init(worker: object) -> None:
+    """The app is built: freeze its objects so full garbage collections stop stalling requests (models/heap.py)."""
+    from models.heap import freeze_startup_heap  # noqa: PLC0415 - gunicorn loads this file before the app's path
+
+    freeze_startup_heap()

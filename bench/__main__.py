@@ -1,8 +1,8 @@
 """Run every benchmark, each in its own process, and write one report: ``python -m bench [--quick]``.
 
-Runs bench.intake, bench.e2e_lag (when present), bench.login_callback, bench.reconcile, bench.load and
-bench.brokers (intake and lag on Redis and on RabbitMQ) one after the other (they would disturb each other's
-timings if run together), keeps each one's output in
+Runs bench.intake, bench.e2e_lag (when present), bench.login_callback, bench.reconcile, bench.load, a short
+bench.soak and bench.brokers (intake and lag on Redis and on RabbitMQ) one after the other (they would disturb each
+other's timings if run together), keeps each one's output in
 ``bench/results/<name>.out``, then writes ``bench/results/report.md`` and ``report.json`` (see bench/report.py).
 ``--quick`` runs shorter variants (about 3 minutes instead of about 8). A benchmark that fails is reported as such;
 the others still run.
@@ -28,6 +28,8 @@ PLAN: dict[str, tuple[list[str], list[str]]] = {
     "reconcile": (["--sizes", "10000,100000"], ["--sizes", "10000", "--skip-limited"]),
     "load": ([], ["--seconds", "10"]),
     "brokers": ([], ["--events", "1500", "--seconds", "6"]),
+    # The full soak is ``python -m bench.soak`` (10 minutes); here a short form, shorter than its inbox retention.
+    "soak": (["--seconds", "120"], ["--seconds", "30"]),
 }
 
 

@@ -334,6 +334,61 @@ def load_rows() -> list[Row]:
     ]
 
 
+def soak_rows() -> list[Row]:
+    data = _read("soak.json")
+    if not data:
+        return []
+    args, ledger = data["args"], data["ledger"]
+    span = f"{args['rate']:.0f}/s for {args['seconds']:.0f} s"
+    memory = data["memory_growth"]
+    tables = data["after_retention_window"]
+    flat = isinstance(tables, dict) and all(t["rows_max"] <= 1.25 * max(t["rows_min"], 1) + 50 for t in tables.values())
+    return [
+        Row(
+            f"soak: worst 5-s window's intake p99 vs the median window ({span})",
+            f"{data['worst_window_p99_ms']:.1f} ms",
+            f"median window {data['median_window_p99_ms']:.1f} ms",
+            f"{data['worst_vs_median_p99']:.2f}x",
+            "<= 2x",
+            _met(data["worst_vs_median_p99"] <= 2),
+        ),
+        Row(
+            "soak: end-to-end lag p99, worst 5-s window",
+            f"{data['lag_p99_worst_ms']:.0f} ms",
+            "n/a",
+            "n/a",
+            "<= 1000 ms",
+            _met(data["lag_p99_worst_ms"] is not None and data["lag_p99_worst_ms"] <= 1000),
+        ),
+        Row(
+            "soak: memory growth, largest process (web / worker)",
+            f"{memory['web']['largest_process_mb']:+.1f} / {memory['worker']['largest_process_mb']:+.1f} MB",
+            f"trees {memory['web']['tree_mb']:+.1f} / {memory['worker']['tree_mb']:+.1f} MB",
+            "n/a",
+            "<= 50 MB per process",
+            _met(max(memory["web"]["largest_process_mb"], memory["worker"]["largest_process_mb"]) <= 50),
+        ),
+        Row(
+            "soak: inbox, sessions and runs rows once the retention window is reached",
+            "; ".join(f"{k} {v['rows_min']}-{v['rows_max']}" for k, v in tables.items())
+            if isinstance(tables, dict)
+            else "not reached",
+            f"inbox kept {args['inbox_retention_seconds']:.0f} s",
+            "n/a",
+            "flat",
+            _met(flat) if isinstance(tables, dict) else "n/a (run shorter than the retention)",
+        ),
+        Row(
+            "soak: ledger (accepted = applied, nothing pending or failed)",
+            f"{ledger['accepted']} accepted, {ledger['applied_in_inbox'] + ledger['removed_by_housekeeping']} applied",
+            f"{ledger['removed_by_housekeeping']} removed by housekeeping",
+            "n/a",
+            "balanced",
+            _met(ledger["balanced"]),
+        ),
+    ]
+
+
 SECTIONS: list[Callable[[], list[Row]]] = [
     intake_rows,
     e2e_rows,
@@ -341,6 +396,7 @@ SECTIONS: list[Callable[[], list[Row]]] = [
     login_rows,
     reconcile_rows,
     load_rows,
+    soak_rows,
 ]
 
 

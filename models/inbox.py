@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
+from models.settings import INBOX_CLOCK_SKEW_SECONDS
 from models.tables import EVENT_STATUSES, WebhookEvent
 
 EVENT_URI_MARKER = "/event-type/"
@@ -74,7 +75,9 @@ def parse_envelope(data: object) -> Envelope:
     return Envelope(jti=jti, iat=iat, event_uri=uri, event_type=event_type, asgardeo_user_id=user_id, body=data)
 
 
-def check_age(iat_ms: int, *, now_ms: int, max_age_seconds: int, max_skew_seconds: int = 300) -> str | None:
+def check_age(
+    iat_ms: int, *, now_ms: int, max_age_seconds: int, max_skew_seconds: int = INBOX_CLOCK_SKEW_SECONDS
+) -> str | None:
     """Why an event's time is unacceptable (too old for the retention window, or in the future), or ``None``.
 
     A future ``iat`` is refused because it would become the user's ``source_version`` and make every real change

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 AppEnv = Literal["development", "test", "production"]
@@ -26,6 +26,8 @@ def _split_csv(value: object) -> object:
 
 
 CsvList = Annotated[list[str], NoDecode]
+# How far in the future a delivery's ``iat`` may be (models.inbox.check_age's default).
+INBOX_CLOCK_SKEW_SECONDS = 300
 
 AMQP_SCHEMES = frozenset({"amqp", "amqps", "pyamqp"})
 BROKER_SCHEMES = AMQP_SCHEMES | {"redis", "rediss"}
@@ -107,6 +109,23 @@ class Settings(BaseSettings):
     # A bound on the listing loop: a directory that keeps answering pages past this is treated as broken.
     reconcile_max_pages: int = Field(default=20_000, ge=1)
 
+    # Retention, enforced by the housekeeping task (``housekeeping.run``, every ``HOUSEKEEPING_INTERVAL_SECONDS``).
+    # Fractions are allowed (the soak benchmark keeps minutes, not days).
+    # Expired or revoked sessions are kept this long after they ended (to answer "why was I signed out?").
+    session_retention_hours: float = Field(default=24.0, ge=0)
+    # Applied and ignored inbox events, counted from when they were processed. Never failed or unapplied ones. The
+    # ``jti`` of a removed event no longer deduplicates, so this must outlast WEBHOOK_MAX_AGE_SECONDS (checked below).
+    inbox_retention_days: float = Field(default=30.0, gt=0)
+    # Finished reconciliation and single-user runs; a run the audit trail still points to is kept with it.
+    run_retention_days: float = Field(default=90.0, gt=0)
+    # The audit trail (``user_changes``) is kept forever unless an operator sets this.
+    audit_retention_days: float | None = Field(default=None, gt=0)
+    housekeeping_interval_seconds: float = Field(default=3600.0, ge=1)
+    # Rows per delete statement: each batch is its own short transaction, so intake and apply never wait long.
+    housekeeping_batch_size: int = Field(default=500, ge=1, le=10_000)
+    # One run stops after this long and reports what is left; the next run goes on from there.
+    housekeeping_max_seconds: float = Field(default=300.0, gt=0)
+
     flower_basic_auth: SecretStr | None = None
     flower_url: str = "http://127.0.0.1:5555"
     metrics_token: SecretStr | None = None
@@ -119,6 +138,12 @@ class Settings(BaseSettings):
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("audit_retention_days", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """``AUDIT_RETENTION_DAYS=`` (as .env.example lists it) means "keep forever", like leaving it out."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("database_url")
     @classmethod
@@ -153,6 +178,18 @@ class Settings(BaseSettings):
     def max_request_body_bytes(self) -> int:
         """The largest request body the web tier takes: a webhook delivery's limit, and never under 1 MiB."""
         return max(self.webhook_max_body_bytes, 1024 * 1024)
+
+    @model_validator(mode="after")
+    def _inbox_outlasts_replay_window(self) -> Settings:
+        """A delivery is refused once its ``iat`` is WEBHOOK_MAX_AGE_SECONDS old (plus the accepted clock skew); its
+        inbox row must live at least that long, or a late copy of a removed event would be accepted and applied
+        again."""
+        if self.inbox_retention_days * 86400 < self.webhook_max_age_seconds + INBOX_CLOCK_SKEW_SECONDS:
+            raise ValueError(
+                "INBOX_RETENTION_DAYS must cover WEBHOOK_MAX_AGE_SECONDS (plus 5 minutes of clock skew): a removed"
+                " event's copy arriving later would otherwise be applied again"
+            )
+        return self
 
     @property
     def is_production(self) -> bool:

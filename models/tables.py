@@ -95,6 +95,7 @@ class AppSession(Base):
         Index("ix_sessions_user_id", "user_id"),
         Index("ix_sessions_idp_sid", "idp_sid"),
         Index("ix_sessions_expires_at", "expires_at"),
+        Index("ix_sessions_revoked_at", "revoked_at", postgresql_where=text("revoked_at IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -183,6 +184,8 @@ class UserChange(Base):
     __table_args__ = (
         Index("ix_user_changes_user_id", "user_id"),
         Index("ix_user_changes_created_at", "created_at"),
+        # Housekeeping keeps a run while an audit row points to it, and deleting a run looks it up here.
+        Index("ix_user_changes_run_id", "run_id", postgresql_where=text("run_id IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)

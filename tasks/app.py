@@ -9,12 +9,21 @@ from celery import Celery, signals
 
 from models import logs
 from models.db import dispose_after_fork
+from models.heap import freeze_startup_heap
 from models.settings import get_settings
 from tasks.flower_guard import guard_flower
 
 app = Celery(
     "asgardeo_sync",
-    include=["tasks.health", "tasks.events", "tasks.login", "tasks.reconcile", "tasks.users", "tasks.guard_review"],
+    include=[
+        "tasks.health",
+        "tasks.events",
+        "tasks.login",
+        "tasks.reconcile",
+        "tasks.users",
+        "tasks.guard_review",
+        "tasks.housekeeping",
+    ],
 )
 app.config_from_object("celeryconfig")
 guard_flower(get_settings())
@@ -38,8 +47,10 @@ def _setup_logging(**_: Any) -> None:
 
 @signals.worker_process_init.connect
 def _after_fork(**_: Any) -> None:
-    """Pooled connections inherited from the parent must not be used by the child."""
+    """Pooled connections inherited from the parent must not be used by the child. The tasks are loaded: freeze
+    them so full garbage collections do not stall each task (models/heap.py)."""
     dispose_after_fork()
+    freeze_startup_heap()
 
 
 _log_tokens: dict[str, Any] = {}

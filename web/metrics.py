@@ -40,6 +40,8 @@ COUNTERS = {
     "scim_throttled": "HTTP 429 answers from Asgardeo",
     "rate_budget_waits": "Times a caller waited for the shared SCIM rate budget",
     "rate_budget_wait_seconds": "Seconds spent waiting for the shared SCIM rate budget",
+    "housekeeping_removed": "Rows removed by housekeeping under the retention settings, by kind",
+    "housekeeping_runs": "Housekeeping runs, by status (done, partial, refused)",
 }
 HISTOGRAMS = {"webhook_intake_seconds": "Time to accept one webhook delivery (verify, store, enqueue)"}
 

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from models.db import unit_of_work
 from models.settings import Settings
 from models.tables import EVENT_STATUSES, SyncRun, User, WebhookEvent
+from tasks.housekeeping import last_report
 from tasks.jti_conflicts import recent_conflicts
 from tasks.subscriptions import subscriptions
 from web.access import require_role
@@ -82,6 +83,7 @@ def snapshot(session: Session) -> dict[str, Any]:
         "failed_events": [event_json(e) for e in failed],
         "users": {status: users.get(status, 0) for status in ("active", "inactive", "deleted")},
         "jti_conflicts": [{**c, "at": _iso(datetime.fromtimestamp(c["at"], UTC))} for c in recent_conflicts()],
+        "housekeeping": _housekeeping(),
         "subscriptions": {
             channel: _handshake(entry, last_delivery) for channel, entry in sorted(subscriptions().items())
         },
@@ -101,6 +103,14 @@ def _handshake(entry: dict[str, Any], last_delivery: datetime | None) -> dict[st
         and last_delivery.timestamp() > float(entry.get("unsubscribed_at") or 0)
     )
     return {**entry, **times, "contradicted_by_deliveries": contradicted}
+
+
+def _housekeeping() -> dict[str, Any] | None:
+    """The last housekeeping run's report, with its finish time as ISO like the page's other times."""
+    report = last_report()
+    if report is None:
+        return None
+    return {**report, "finished_at": _iso(datetime.fromtimestamp(report["finished_at"], UTC))}
 
 
 @bp.get("/health")

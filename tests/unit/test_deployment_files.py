@@ -59,3 +59,15 @@ def test_procfile_parser_rejects_malformed_lines(tmp_path: Path) -> None:
     bad.write_text("web gunicorn app\n")
     with pytest.raises(ValueError, match="Procfile:1"):
         read_procfile(bad)
+
+
+def test_flowers_own_task_store_is_bounded() -> None:
+    # Flower keeps every task it saw in memory and, with --persistent, in its db file; unbounded, it grows for months.
+    # The local run and compose start the Procfile's line (checked above).
+    assert "--max_tasks=10000" in read_procfile()["flower"]
+
+
+def test_beat_schedules_housekeeping() -> None:
+    import celeryconfig
+
+    assert celeryconfig.beat_schedule["housekeeping"]["task"] == "housekeeping.run"

@@ -99,3 +99,28 @@ def test_every_setting_is_in_the_readme_table() -> None:
     readme = (ROOT / "README.md").read_text()
     missing = {name.upper() for name in Settings.model_fields if f"`{name.upper()}`" not in readme}
     assert missing == set()
+
+
+def test_retention_defaults_keep_the_audit_trail_and_thirty_days_of_inbox() -> None:
+    settings = Settings()
+    assert settings.inbox_retention_days == 30
+    assert settings.audit_retention_days is None
+    assert settings.session_retention_hours > 0
+    assert settings.run_retention_days > 0
+
+
+def test_an_inbox_retention_shorter_than_the_replay_window_is_refused_naming_both(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("INBOX_RETENTION_DAYS", "7")  # WEBHOOK_MAX_AGE_SECONDS is 7 days, plus the clock skew
+    with pytest.raises(SettingsError, match="INBOX_RETENTION_DAYS must cover WEBHOOK_MAX_AGE_SECONDS"):
+        load_settings()
+    monkeypatch.setenv("WEBHOOK_MAX_AGE_SECONDS", str(6 * 86400))
+    assert load_settings().inbox_retention_days == 7
+
+
+def test_an_empty_audit_retention_keeps_the_audit_trail(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUDIT_RETENTION_DAYS", "")
+    assert load_settings().audit_retention_days is None
+    monkeypatch.setenv("AUDIT_RETENTION_DAYS", "365")
+    assert load_settings().audit_retention_days == 365

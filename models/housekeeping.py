@@ -1,0 +1,219 @@
+"""Retention: what the service stops keeping, and the run that removes it, in small batches, one run at a time.
+
+The rules (all ages from settings, see :class:`Retention`):
+
+- **sessions**: expired or revoked sessions, once they ended ``SESSION_RETENTION_HOURS`` ago. A live session
+  (not revoked, not expired) is never touched.
+- **inbox**: ``applied`` and ``ignored`` events processed more than ``INBOX_RETENTION_DAYS`` ago. ``failed`` events
+  wait for an admin and ``received``/``queued`` ones are not applied yet: neither is ever removed. ("duplicate" is
+  not a status: a copy of a known ``jti`` is answered 200 and never stored.)
+- **runs**: finished runs (not ``running``) older than ``RUN_RETENTION_DAYS``, unless an audit row still names
+  them: removing the run would erase "caused by run N" from the audit trail.
+- **audit**: ``user_changes`` rows older than ``AUDIT_RETENTION_DAYS``, only when an operator set it.
+
+Each batch is one short ``DELETE`` of at most ``batch_size`` rows in its own transaction, over rows chosen through an
+index in time order and locked with ``SKIP LOCKED`` (a row a worker holds is left for the next run); rows are
+deleted, so no table lock is ever taken. A cursor on the indexed time column makes each batch start where the last
+ended, rather than walking again over the index entries of rows it just deleted. Between batches the run rests as
+long as the batch took, so it never takes more than half of one Postgres backend from intake and apply.
+
+One run at a time: :func:`housekeep` takes a session-level advisory lock without waiting (as the reconciliation
+does) and a second caller gets a ``refused`` report. Re-running is always safe; a run that reaches its time budget
+stops between batches and reports ``partial``, and the next one goes on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from psycopg.errors import LockNotAvailable, QueryCanceled
+from sqlalchemy import Connection, Engine, TextClause, func, select, text
+from sqlalchemy.exc import DBAPIError
+
+from models.settings import Settings
+
+HOUSEKEEPING_LOCK_KEY = 0x4153_4744_484B_5001  # "ASGDHKP" + 1; see models.runs for the reconciliation's keys
+# Per statement: a batch that waits for a lock this long gives up (and the run stops) rather than queue behind it.
+LOCK_TIMEOUT = "2s"
+STATEMENT_TIMEOUT = "60s"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One delete rule: rows of ``table`` whose ``ts`` column is older than the kept age, and that meet ``where``.
+
+    ``ts`` must lead an index of ``table`` so each batch is an index range scan in time order.
+    """
+
+    kind: str
+    table: str
+    ts: str
+    where: str = "TRUE"
+
+    def statement(self) -> TextClause:
+        return text(
+            f"""
+WITH doomed AS (
+    SELECT id, {self.ts} AS ts FROM {self.table}
+    WHERE {self.ts} >= :after AND {self.ts} < now() - make_interval(secs => :keep_seconds) AND ({self.where})
+    ORDER BY {self.ts}
+    LIMIT :batch
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM {self.table} AS t USING doomed WHERE t.id = doomed.id
+RETURNING doomed.ts
+"""  # noqa: S608 - every piece comes from the constant rules below, never from input
+        )
+
+
+SESSION_RULES = (
+    Rule("sessions", "sessions", "expires_at"),
+    Rule("sessions", "sessions", "revoked_at"),
+)
+# One rule per status: the index (status, received_at) yields one status's rows in time order, two would need a sort.
+INBOX_RULES = (
+    Rule(
+        "inbox",
+        "webhook_events",
+        "received_at",
+        "status = 'applied' AND processed_at < now() - make_interval(secs => :keep_seconds)",
+    ),
+    Rule(
+        "inbox",
+        "webhook_events",
+        "received_at",
+        "status = 'ignored' AND processed_at < now() - make_interval(secs => :keep_seconds)",
+    ),
+)
+RUN_RULES = (
+    Rule(
+        "runs",
+        "sync_runs",
+        "started_at",
+        "status <> 'running' AND finished_at < now() - make_interval(secs => :keep_seconds)"
+        " AND NOT EXISTS (SELECT 1 FROM user_changes c WHERE c.run_id = sync_runs.id)",
+    ),
+)
+AUDIT_RULES = (Rule("audit", "user_changes", "created_at"),)
+KINDS = ("sessions", "inbox", "runs", "audit")
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long each kind of row is kept, in seconds; ``audit`` ``None`` keeps the audit trail forever."""
+
+    sessions: float
+    inbox: float
+    runs: float
+    audit: float | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Retention:
+        days = 86400
+        return cls(
+            sessions=settings.session_retention_hours * 3600,
+            inbox=settings.inbox_retention_days * days,
+            runs=settings.run_retention_days * days,
+            audit=settings.audit_retention_days * days if settings.audit_retention_days else None,
+        )
+
+    def plan(self) -> list[tuple[Rule, float]]:
+        """Every rule with its kept age, audit first: removing audit rows is what lets their runs go."""
+        plan: list[tuple[Rule, float]] = []
+        if self.audit is not None:
+            plan += [(rule, self.audit) for rule in AUDIT_RULES]
+        plan += [(rule, self.runs) for rule in RUN_RULES]
+        plan += [(rule, self.inbox) for rule in INBOX_RULES]
+        plan += [(rule, self.sessions) for rule in SESSION_RULES]
+        return plan
+
+
+@dataclass
+class Report:
+    """What one run did. ``status``: ``done`` (nothing left), ``partial`` (stopped at its time budget or on a lock
+    timeout; the next run goes on) or ``refused`` (another run held the lock; this one removed nothing)."""
+
+    status: str = "done"
+    removed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    batches: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "removed": dict(self.removed),
+            "batches": self.batches,
+            "seconds": round(self.seconds, 3),
+            "error": self.error,
+        }
+
+
+def housekeep(
+    engine: Engine,
+    retention: Retention,
+    *,
+    batch_size: int,
+    max_seconds: float,
+    rest: bool = True,
+) -> Report:
+    """Apply every retention rule in batches on one dedicated connection (autocommit: each batch commits alone).
+
+    Takes the housekeeping lock without waiting; returns a ``refused`` report when another run holds it. Stops
+    between batches once ``max_seconds`` have passed. ``rest=False`` skips the pause between batches (for a caller
+    that wants the backlog gone as fast as possible, knowing it costs intake latency). Safe to re-run at any time.
+    """
+    started = time.monotonic()
+    report = Report()
+    with engine.connect() as raw:
+        conn = raw.execution_options(isolation_level="AUTOCOMMIT")
+        if not conn.execute(select(func.pg_try_advisory_lock(HOUSEKEEPING_LOCK_KEY))).scalar():
+            report.status = "refused"
+            return report
+        try:
+            conn.execute(text(f"SET lock_timeout = '{LOCK_TIMEOUT}'"))
+            conn.execute(text(f"SET statement_timeout = '{STATEMENT_TIMEOUT}'"))
+            deadline = started + max_seconds
+            for rule, keep_seconds in retention.plan():
+                if not _drain(conn, rule, keep_seconds, batch_size, deadline, rest, report):
+                    report.status = "partial"
+                    break
+        finally:
+            conn.execute(text("RESET lock_timeout"))
+            conn.execute(text("RESET statement_timeout"))
+            conn.execute(select(func.pg_advisory_unlock(HOUSEKEEPING_LOCK_KEY)))
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _drain(
+    conn: Connection, rule: Rule, keep_seconds: float, batch_size: int, deadline: float, rest: bool, report: Report
+) -> bool:
+    """Delete ``rule``'s rows batch by batch until none is left (``True``) or time or a lock ran out (``False``)."""
+    statement = rule.statement()
+    after = _EPOCH
+    while True:
+        if time.monotonic() >= deadline:
+            return False
+        began = time.monotonic()
+        try:
+            stamps = list(
+                conn.execute(statement, {"after": after, "keep_seconds": keep_seconds, "batch": batch_size}).scalars()
+            )
+        except DBAPIError as exc:
+            # lock_timeout or statement_timeout: someone holds what this batch needs; leave it for the next run.
+            if not isinstance(exc.orig, LockNotAvailable | QueryCanceled):
+                raise
+            report.error = f"{rule.kind}: {type(exc.orig).__name__}"
+            return False
+        report.batches += 1
+        report.removed[rule.kind] += len(stamps)
+        if len(stamps) < batch_size:
+            return True
+        after = max(stamps)
+        if rest:
+            time.sleep(time.monotonic() - began)

@@ -1,0 +1,311 @@
+"""Retention rules and the housekeeping run, against the real Postgres (rows committed, as the task sees them)."""
+
+from __future__ import annotations
+
+import http.client
+import itertools
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import func, select, text, update
+from sqlalchemy.orm import Session
+
+from localrun.embedded import free_port
+from models.db import get_engine, unit_of_work
+from models.housekeeping import HOUSEKEEPING_LOCK_KEY, Report, Retention, housekeep
+from models.tables import AppSession, SyncRun, UserChange, WebhookEvent
+from tests.factories import login, make_user
+from tests.polling import wait_for
+from tests.webhook_payloads import encode, event, signed_headers
+from tests.worker_process import ProcfileProcess, isolated_env, wait_http_ok
+
+DAY = 86400.0
+RETENTION = Retention(sessions=3600, inbox=30 * DAY, runs=90 * DAY)
+
+
+pytestmark = pytest.mark.usefixtures("clean_db")
+
+
+def ago(days: float = 0, hours: float = 0) -> datetime:
+    return datetime.now(UTC) - timedelta(days=days, hours=hours)
+
+
+def make_event(session: Session, status: str, *, received: datetime, processed: datetime | None = None) -> int:
+    row = WebhookEvent(
+        jti=str(uuid.uuid4()),
+        event_type="userCreated",
+        event_uri="https://schemas.identity.wso2.org/events/user/event-type/userCreated",
+        asgardeo_user_id=str(uuid.uuid4()),
+        iat=int(received.timestamp() * 1000),
+        payload={"events": {}},
+        status=status,
+        received_at=received,
+        processed_at=processed,
+    )
+    session.add(row)
+    session.flush()
+    return row.id
+
+
+def make_run(session: Session, status: str, *, started: datetime, finished: datetime | None) -> int:
+    run = SyncRun(kind="full", trigger="beat", status=status, started_at=started, finished_at=finished)
+    session.add(run)
+    session.flush()
+    return run.id
+
+
+def make_change(session: Session, *, created: datetime, run_id: int | None = None) -> int:
+    change = UserChange(asgardeo_id=str(uuid.uuid4()), action="updated", source="reconcile", run_id=run_id)
+    change.created_at = created
+    session.add(change)
+    session.flush()
+    return change.id
+
+
+def ids(model: Any) -> set[int]:
+    with unit_of_work() as session:
+        return set(session.execute(select(model.id)).scalars())
+
+
+def run(retention: Retention = RETENTION, *, batch_size: int = 100, rest: bool = False) -> Report:
+    return housekeep(get_engine(), retention, batch_size=batch_size, max_seconds=60, rest=rest)
+
+
+def test_inbox_keeps_failed_and_unapplied_events_and_recent_ones_and_removes_old_applied_and_ignored() -> None:
+    with unit_of_work() as session:
+        old_applied = make_event(session, "applied", received=ago(40), processed=ago(40))
+        old_ignored = make_event(session, "ignored", received=ago(31), processed=ago(31))
+        kept = {
+            make_event(session, "failed", received=ago(60), processed=ago(60)),
+            make_event(session, "received", received=ago(60)),
+            make_event(session, "queued", received=ago(60)),
+            make_event(session, "applied", received=ago(1), processed=ago(1)),
+            # Received long ago, failed, replayed by an admin and applied yesterday: its 30 days start now.
+            make_event(session, "applied", received=ago(45), processed=ago(1)),
+        }
+    report = run()
+    assert ids(WebhookEvent) == kept
+    assert old_applied not in kept
+    assert old_ignored not in kept
+    assert report.removed == {"sessions": 0, "inbox": 2, "runs": 0, "audit": 0}
+    assert report.status == "done"
+
+
+def test_sessions_end_after_their_grace_and_a_live_session_is_never_removed() -> None:
+    with unit_of_work() as session:
+        user = make_user(session)
+        live = login(session, user, ttl_seconds=3600).session_id
+        expired_recently = login(session, user).session_id
+        expired_long_ago = login(session, user).session_id
+        revoked_recently = login(session, user).session_id
+        revoked_long_ago = login(session, user).session_id
+        session.execute(update(AppSession).where(AppSession.id == expired_recently).values(expires_at=ago(hours=0.5)))
+        session.execute(update(AppSession).where(AppSession.id == expired_long_ago).values(expires_at=ago(hours=2)))
+        session.execute(update(AppSession).where(AppSession.id == revoked_recently).values(revoked_at=ago(hours=0.5)))
+        session.execute(update(AppSession).where(AppSession.id == revoked_long_ago).values(revoked_at=ago(hours=2)))
+    report = run()
+    assert ids(AppSession) == {live, expired_recently, revoked_recently}
+    assert report.removed["sessions"] == 2
+
+
+def test_old_runs_go_unless_running_or_named_by_the_audit_trail_which_is_kept_by_default() -> None:
+    with unit_of_work() as session:
+        old = make_run(session, "succeeded", started=ago(100), finished=ago(100))
+        old_failed = make_run(session, "failed", started=ago(95), finished=ago(95))
+        audited = make_run(session, "succeeded", started=ago(100), finished=ago(100))
+        stuck = make_run(session, "running", started=ago(100), finished=None)
+        recent = make_run(session, "succeeded", started=ago(10), finished=ago(10))
+        change = make_change(session, created=ago(100), run_id=audited)
+        plain_change = make_change(session, created=ago(1000))
+    report = run()
+    assert ids(SyncRun) == {audited, stuck, recent}
+    assert {old, old_failed}.isdisjoint(ids(SyncRun))
+    assert ids(UserChange) == {change, plain_change}
+    with unit_of_work() as session:
+        assert session.get(UserChange, change).run_id == audited  # type: ignore[union-attr]
+    assert report.removed == {"sessions": 0, "inbox": 0, "runs": 2, "audit": 0}
+
+
+def test_an_audit_retention_removes_old_audit_rows_and_then_the_runs_they_held() -> None:
+    with unit_of_work() as session:
+        audited = make_run(session, "succeeded", started=ago(100), finished=ago(100))
+        old_change = make_change(session, created=ago(100), run_id=audited)
+        kept_change = make_change(session, created=ago(50))
+    retention = Retention(sessions=3600, inbox=30 * DAY, runs=90 * DAY, audit=60 * DAY)
+    report = run(retention)
+    assert ids(UserChange) == {kept_change}
+    assert old_change not in ids(UserChange)
+    assert ids(SyncRun) == set()
+    assert report.removed["audit"] == 1
+    assert report.removed["runs"] == 1
+
+
+def test_a_backlog_larger_than_a_batch_is_removed_in_batches() -> None:
+    with unit_of_work() as session:
+        for _ in range(25):
+            make_event(session, "applied", received=ago(40), processed=ago(40))
+        kept = make_event(session, "failed", received=ago(40), processed=ago(40))
+    report = run(batch_size=10)
+    assert ids(WebhookEvent) == {kept}
+    assert report.removed["inbox"] == 25
+    assert report.batches >= 3
+
+
+def test_a_run_while_another_holds_the_lock_is_refused_and_removes_nothing() -> None:
+    with unit_of_work() as session:
+        event = make_event(session, "applied", received=ago(40), processed=ago(40))
+    with get_engine().connect() as other:
+        assert other.execute(select(func.pg_try_advisory_lock(HOUSEKEEPING_LOCK_KEY))).scalar()
+        try:
+            report = run()
+        finally:
+            other.execute(select(func.pg_advisory_unlock(HOUSEKEEPING_LOCK_KEY)))
+            other.commit()
+    assert report.status == "refused"
+    assert report.removed == {"sessions": 0, "inbox": 0, "runs": 0, "audit": 0}
+    assert ids(WebhookEvent) == {event}
+
+
+def test_two_runs_started_together_do_not_both_work() -> None:
+    backlog = 10_000
+    with get_engine().begin() as conn:
+        conn.execute(text(_BULK_EVENTS), {"n": backlog, "days": 40})
+    reports: list[Report] = []
+    start = threading.Barrier(2)
+
+    def one() -> None:
+        start.wait()
+        reports.append(run(batch_size=50, rest=True))
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(r.status for r in reports) == ["done", "refused"]
+    assert sum(r.removed["inbox"] for r in reports) == backlog
+    assert ids(WebhookEvent) == set()
+
+
+# Old applied events, bulk-inserted in one statement (the ORM would take minutes for a large backlog).
+_BULK_EVENTS = """
+INSERT INTO webhook_events (jti, event_type, event_uri, asgardeo_user_id, iat, payload, status, received_at,
+                            queued_at, processed_at, updated_at, attempts)
+SELECT 'old-' || g, 'userUpdated', 'https://schemas.identity.wso2.org/events/user/event-type/userUpdated',
+       md5(g::text), 1, jsonb_build_object('jti', 'old-' || g, 'events', jsonb_build_object('u', repeat('x', 200))),
+       'applied', t, t, t, t, 1
+FROM generate_series(1, :n) AS g, LATERAL (SELECT now() - make_interval(days => :days) + g * interval '1 ms') AS s(t)
+"""
+
+
+def test_the_beat_task_reports_its_removals_in_the_log_the_metrics_and_the_sync_health_page(
+    celery_worker: Any,
+    client: FlaskClient,
+    admin_headers: dict[str, str],
+    clean_redis: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from tasks import metrics
+    from tasks.housekeeping import last_report
+    from tasks.housekeeping import run as housekeeping_task
+
+    with unit_of_work() as session:
+        for _ in range(3):
+            make_event(session, "applied", received=ago(40), processed=ago(40))
+    caplog.set_level(logging.INFO, logger="tasks.housekeeping")
+    sent = housekeeping_task.delay()
+    report = wait_for(last_report, what="the housekeeping report")
+    assert report["status"] == "done"
+    assert report["removed"]["inbox"] == 3
+    assert report["task_id"] == sent.id
+    assert ids(WebhookEvent) == set()
+
+    line = next(r for r in caplog.records if r.getMessage() == "housekeeping finished")
+    assert line.housekeeping["removed"]["inbox"] == 3  # type: ignore[attr-defined]
+    metrics.flush()
+    assert metrics.read_all()["housekeeping_removed|kind=inbox"] == 3
+
+    summary = client.get("/admin/health/summary", headers=admin_headers).json
+    assert summary["housekeeping"]["removed"]["inbox"] == 3
+    page = client.get("/admin/health", headers=admin_headers).get_data(as_text=True)
+    assert '<td data-kind="inbox">3</td>' in page
+
+
+def test_the_sync_health_page_says_when_no_housekeeping_ran(
+    client: FlaskClient, admin_headers: dict[str, str], clean_redis: None
+) -> None:
+    assert client.get("/admin/health/summary", headers=admin_headers).json["housekeeping"] is None
+    assert 'id="no-housekeeping"' in client.get("/admin/health", headers=admin_headers).get_data(as_text=True)
+
+
+def paced_intake(
+    url: str, *, seconds: float, rate: float, while_running: Callable[[], bool] | None = None
+) -> list[float]:
+    """Signed deliveries sent open loop at ``rate`` (send ``i`` is due at ``start + i / rate``) over keep-alive
+    connections, for ``seconds`` or, with ``while_running``, for as long as it answers true; latencies in ms."""
+    host, port = url.removeprefix("http://").split(":")
+    latencies: list[float] = []
+    lock = threading.Lock()
+    counter = itertools.count()
+    start = time.perf_counter()
+
+    def sender() -> None:
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        while True:
+            index = next(counter)
+            due = start + index / rate
+            if due - start > seconds if while_running is None else not while_running():
+                break
+            time.sleep(max(0.0, due - time.perf_counter()))
+            raw = encode(event("userUpdated"))
+            began = time.perf_counter()
+            conn.request("POST", "/webhooks/asgardeo", body=raw, headers=signed_headers(raw))
+            answer = conn.getresponse()
+            answer.read()
+            assert answer.status == 202, answer.status
+            with lock:
+                latencies.append((time.perf_counter() - began) * 1000)
+        conn.close()
+
+    threads = [threading.Thread(target=sender) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies
+
+
+def p99(values: list[float]) -> float:
+    return sorted(values)[int(0.99 * len(values))]
+
+
+def test_a_large_backlog_goes_in_batches_while_a_concurrent_intake_keeps_its_p99(clean_redis: None) -> None:
+    backlog = 200_000
+    with get_engine().begin() as conn:
+        conn.execute(text(_BULK_EVENTS), {"n": backlog, "days": 40})
+        conn.execute(text("ANALYZE webhook_events"))
+    port = free_port()
+    env = isolated_env(WEB_BIND=f"127.0.0.1:{port}")
+    with ProcfileProcess("web", env) as web:
+        wait_http_ok(f"http://127.0.0.1:{port}/healthz", process=web)
+        url = f"http://127.0.0.1:{port}"
+        paced_intake(url, seconds=2, rate=100)  # warm-up: connections, imports, prepared statements
+        alone = paced_intake(url, seconds=10, rate=100)
+        reports: list[Report] = []
+        worker = threading.Thread(target=lambda: reports.append(run(batch_size=500, rest=True)))
+        worker.start()
+        beside = paced_intake(url, seconds=0, rate=100, while_running=worker.is_alive)
+        worker.join()
+    (report,) = reports
+    assert report.status == "done"
+    assert report.removed["inbox"] == backlog
+    assert report.batches >= backlog // 500
+    assert len(beside) >= 200, "housekeeping ran too briefly to compare"
+    assert p99(beside) <= 2 * p99(alone), (p99(alone), p99(beside), report.as_dict())
