@@ -53,6 +53,7 @@ class Standin:
         self.publisher = WebhookPublisher(config.org, config.chaos)
         self.directory.subscribe(self.publisher.on_change)
         self.provider = OidcProvider(config, self.directory, self.keys)
+        self.get_faults = scim.GetFaults()
         self._stats_lock = threading.Lock()
         self._requests: Counter[str] = Counter()
         self._root_url = ""
@@ -130,7 +131,7 @@ def create_app(standin: Standin) -> Flask:
         return response
 
     app.register_blueprint(oidc.create_blueprint(standin.provider))
-    app.register_blueprint(scim.create_blueprint(standin.directory, standin.provider))
+    app.register_blueprint(scim.create_blueprint(standin.directory, standin.provider, standin.get_faults))
     app.register_blueprint(admin.create_blueprint(standin))
     return app
 

@@ -95,6 +95,10 @@ def mapped_role(groups: Iterable[str], role_map: Mapping[str, str]) -> str | Non
     return max(roles, key=ROLE_PRIORITY.__getitem__) if roles else None
 
 
+# A stored row yields to an incoming one when the incoming one is newer, or when the row was retired only because
+# the directory did not show it: presence always wins over absence, whatever the timestamps say.
+_YIELDS = "(u.source_version <= EXCLUDED.source_version OR u.retired_by = 'absence')"
+
 _UPSERT_SQL = text(
     """
 WITH incoming AS (
@@ -107,7 +111,7 @@ WITH incoming AS (
 -- MATERIALIZED: computed once, then hash-joined in diff (inlined, it was re-joined with incoming for every row).
 old AS MATERIALIZED (
     SELECT u.id, u.asgardeo_id, u.username, u.email, u.first_name, u.last_name, u.groups, u.status, u.role,
-           u.source_version, i.source_version AS incoming_version
+           u.source_version, u.retired_by, i.source_version AS incoming_version
     FROM users u JOIN incoming i ON i.asgardeo_id = u.asgardeo_id
 ),
 up AS (
@@ -117,20 +121,21 @@ up AS (
            source_version, CAST(:run_id AS bigint), now()
     FROM incoming
     ON CONFLICT (asgardeo_id) DO UPDATE SET
-        username = CASE WHEN u.source_version <= EXCLUDED.source_version THEN EXCLUDED.username ELSE u.username END,
-        email = CASE WHEN u.source_version <= EXCLUDED.source_version THEN EXCLUDED.email ELSE u.email END,
-        first_name = CASE WHEN u.source_version <= EXCLUDED.source_version
+        username = CASE WHEN @YIELDS@ THEN EXCLUDED.username ELSE u.username END,
+        email = CASE WHEN @YIELDS@ THEN EXCLUDED.email ELSE u.email END,
+        first_name = CASE WHEN @YIELDS@
                           THEN EXCLUDED.first_name ELSE u.first_name END,
-        last_name = CASE WHEN u.source_version <= EXCLUDED.source_version THEN EXCLUDED.last_name ELSE u.last_name END,
-        groups = CASE WHEN u.source_version <= EXCLUDED.source_version THEN EXCLUDED.groups ELSE u.groups END,
-        status = CASE WHEN u.source_version <= EXCLUDED.source_version THEN EXCLUDED.status ELSE u.status END,
-        role = CASE WHEN u.source_version <= EXCLUDED.source_version
+        last_name = CASE WHEN @YIELDS@ THEN EXCLUDED.last_name ELSE u.last_name END,
+        groups = CASE WHEN @YIELDS@ THEN EXCLUDED.groups ELSE u.groups END,
+        status = CASE WHEN @YIELDS@ THEN EXCLUDED.status ELSE u.status END,
+        role = CASE WHEN @YIELDS@
                          AND EXCLUDED.asgardeo_id = ANY(CAST(:mapped_ids AS text[]))
                     THEN EXCLUDED.role ELSE u.role END,
+        retired_by = CASE WHEN @YIELDS@ THEN NULL ELSE u.retired_by END,
         source_version = GREATEST(u.source_version, EXCLUDED.source_version),
         last_seen_run_id = COALESCE(EXCLUDED.last_seen_run_id, u.last_seen_run_id),
         last_synced_at = now(),
-        updated_at = CASE WHEN u.source_version <= EXCLUDED.source_version
+        updated_at = CASE WHEN @YIELDS@
                                AND (u.username, u.email, u.first_name, u.last_name, u.groups, u.status, u.role)
                                    IS DISTINCT FROM (EXCLUDED.username, EXCLUDED.email, EXCLUDED.first_name,
                                                      EXCLUDED.last_name, EXCLUDED.groups, EXCLUDED.status,
@@ -152,9 +157,12 @@ diff AS (
                             THEN jsonb_build_array(old.groups, up.groups) END,
              'status', CASE WHEN old.status IS DISTINCT FROM up.status
                             THEN jsonb_build_array(old.status, up.status) END,
-             'role', CASE WHEN old.role IS DISTINCT FROM up.role THEN jsonb_build_array(old.role, up.role) END
+             'role', CASE WHEN old.role IS DISTINCT FROM up.role THEN jsonb_build_array(old.role, up.role) END,
+             'reason', CASE WHEN old.retired_by = 'absence'
+                            THEN jsonb_build_array('absent from the directory', 'present in the directory') END
            )) AS changes,
-           (old.id IS NOT NULL AND old.source_version > old.incoming_version) AS stale
+           (old.id IS NOT NULL AND old.source_version > old.incoming_version
+            AND old.retired_by IS DISTINCT FROM 'absence') AS stale
     FROM up LEFT JOIN old ON old.asgardeo_id = up.asgardeo_id
 ),
 audit AS (
@@ -179,7 +187,7 @@ SELECT (SELECT count(*) FROM audit WHERE action = 'created') AS created,
                                                         'action', action, 'changes', changes) ORDER BY id),
                              '[]') AS text)
         FROM audit) AS messages
-"""
+""".replace("@YIELDS@", _YIELDS)
 )
 
 
@@ -262,12 +270,17 @@ def apply_user_patch(
     event_jti: str | None = None,
     run_id: int | None = None,
     actor: str | None = None,
+    retired_by: str = "event",
 ) -> Change | None:
     """Apply a partial change (a webhook delta, a status flip, a deletion) unless it is stale.
 
     An unknown user is created from what the patch carries, so an update that overtakes its create is not lost and a
     deletion leaves a tombstone that keeps older events out. Returns the audit change, or ``None`` when nothing
     changed (stale, or already in that state), which makes a re-run a no-op.
+
+    A patch that leaves the user inactive or deleted records why (``retired_by``): ``event`` for a signed webhook
+    event, ``absence`` for a listing and a confirming 404. A later presence undoes only the latter, so an absence
+    never overrides a signed retirement.
     """
     unknown = set(fields) - set(IDENTITY_FIELDS)
     if unknown:
@@ -288,6 +301,8 @@ def apply_user_patch(
         if old != new:
             diff[name] = [old, new]
             setattr(user, name, new)
+    if "status" in fields:
+        user.retired_by = _retired_by(user.status, user.retired_by, retired_by)
     user.source_version = max(user.source_version, source_version)
     user.last_synced_at = datetime.now(UTC)
     if not diff and not inserted:
@@ -299,6 +314,12 @@ def apply_user_patch(
     if action in ("deactivated", "deleted"):
         revoke_user_sessions(session, [user.id], reason="user_deactivated")
     return change
+
+
+def _retired_by(status: str, current: str | None, proposed: str) -> str | None:
+    if status == "active":
+        return None
+    return "event" if "event" in (current, proposed) else proposed
 
 
 def _action(inserted: bool, old_status: str, new_status: str) -> str:

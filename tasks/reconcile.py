@@ -364,7 +364,13 @@ def _retire_missing(scim: ScimClient, run_id: int, counters: Counters, report: P
         with unit_of_work() as session:
             batch = session.execute(
                 select(User.id, User.asgardeo_id)
-                .where(User.status == "active", User.last_seen_run_id.is_distinct_from(run_id), User.id > after_id)
+                .where(
+                    User.status == "active",
+                    User.last_seen_run_id.is_distinct_from(run_id),
+                    User.id > after_id,
+                    # Only a login ever described this row (see models.identity): no directory vouched for it.
+                    User.source_version > 0,
+                )
                 .order_by(User.id)
                 .limit(CONFIRM_BATCH)
             ).all()
@@ -402,7 +408,13 @@ def _retire_missing(scim: ScimClient, run_id: int, counters: Counters, report: P
         with unit_of_work() as session:
             for asgardeo_id, asked_ms in gone[start : start + RETIRE_BATCH]:
                 change = apply_user_patch(
-                    session, asgardeo_id, {"status": "deleted"}, source_version=asked_ms, source=SOURCE, run_id=run_id
+                    session,
+                    asgardeo_id,
+                    {"status": "deleted"},
+                    source_version=asked_ms,
+                    source=SOURCE,
+                    run_id=run_id,
+                    retired_by="absence",
                 )
                 if change is not None:
                     changes.append(change)

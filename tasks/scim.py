@@ -471,6 +471,15 @@ class ScimClient:
             # Pages requested ahead of an error (or of a consumer that stopped) are not waited for.
             pool.shutdown(wait=False, cancel_futures=True)
 
+    def find_users(self, attribute: str, value: str, limit: int = 2) -> list[UserRecord]:
+        """Users whose ``attribute`` (``userName`` or ``emails``) equals ``value`` (a SCIM ``eq`` filter), at most
+        ``limit``: asking for two tells "exactly one" from "ambiguous" in one request."""
+        quoted = value.replace("\\", "\\\\").replace('"', '\\"')
+        response = self._scim("/Users", {"filter": f'{attribute} eq "{quoted}"', "startIndex": 1, "count": limit})
+        if response.status_code != 200:
+            raise DirectoryUnavailable(f"SCIM filtered listing answered HTTP {response.status_code}")
+        return read_listing(self._json(response), 1).parse().users[:limit]
+
     def get_user(self, asgardeo_id: str) -> UserRecord:
         """One user by SCIM id; raises :class:`UserGone` on 404."""
         if not valid_id(asgardeo_id):

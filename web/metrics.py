@@ -38,6 +38,7 @@ COUNTERS = {
     "scim_throttled": "HTTP 429 answers from Asgardeo",
     "rate_budget_waits": "Times a caller waited for the shared SCIM rate budget",
     "rate_budget_wait_seconds": "Seconds spent waiting for the shared SCIM rate budget",
+    "config_warnings": "Configuration problems seen by workers, by code (see the sync-health page)",
 }
 HISTOGRAMS = {"webhook_intake_seconds": "Time to accept one webhook delivery (verify, store, enqueue)"}
 

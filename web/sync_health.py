@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from models.db import unit_of_work
 from models.settings import Settings
 from models.tables import EVENT_STATUSES, SyncRun, User, WebhookEvent
+from tasks.config_warnings import warnings
 from tasks.subscriptions import subscriptions
 from web.access import require_role
 from web.serialize import event_json
@@ -83,6 +84,10 @@ def snapshot(session: Session) -> dict[str, Any]:
         "subscriptions": {
             topic: {**entry, "at": _iso(datetime.fromtimestamp(entry["at"], UTC))}
             for topic, entry in sorted(subscriptions().items())
+        },
+        "config_warnings": {
+            code: {**entry, "last_at": _iso(datetime.fromtimestamp(entry["last_at"], UTC))}
+            for code, entry in sorted(warnings().items())
         },
     }
 

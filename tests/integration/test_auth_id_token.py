@@ -372,3 +372,27 @@ def test_a_rotated_key_is_picked_up_once_the_refresh_interval_has_passed(
     answer = client.post("/auth/backchannel-logout", data={"logout_token": token})
     assert answer.status_code == 200, answer.get_json()
     assert answer.get_json() == {"revoked": 1}
+
+
+def test_the_login_follow_up_keeps_a_session_whose_subject_the_directory_does_not_know(
+    client: FlaskClient, idp: FakeIdP, celery_worker: Any, standin: Any, clean_redis: None
+) -> None:
+    """The fake provider's subjects are unknown to the directory: the follow-up's refresh gets a 404. It must not
+    retire the user (this once revoked the session of ``test_a_rotated_key_is_picked_up_once_the_refresh_interval_
+    has_passed`` before its back-channel logout arrived, on a loaded machine)."""
+    from models.db import unit_of_work
+    from models.tables import SyncRun
+    from tests.polling import wait_for
+
+    def refreshed() -> bool:
+        with unit_of_work() as session:
+            runs = session.execute(select(SyncRun.status).where(SyncRun.trigger == "login")).scalars().all()
+            return bool(runs) and "running" not in runs
+
+    token, claims = signed_in(client, idp)
+    wait_for(refreshed, what="the login follow-up's refresh to finish")
+    assert me(client, token) == 200
+    answer = client.post(
+        "/auth/backchannel-logout", data={"logout_token": idp.sign(logout_claims(idp, sid=claims["sid"]))}
+    )
+    assert answer.get_json() == {"revoked": 1}
