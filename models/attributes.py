@@ -13,7 +13,8 @@ whichever path came last (two parsers that disagreed flipped usernames back and 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from models.tables import User
 
@@ -73,3 +74,26 @@ def email(value: object) -> str | None:
 
 def person_name(value: object) -> str | None:
     return clip(value, NAME_LENGTH)
+
+
+# The rule of each identity field, by the field's name in ``users``.
+_FIELD_RULES = {
+    "username": username_from_directory,
+    "email": email,
+    "first_name": person_name,
+    "last_name": person_name,
+}
+
+
+def user_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Row values for the identity fields present in ``raw`` (``groups`` as a sequence of names); other keys are
+    passed through. Each path extracts raw values from its own format, then calls this, so the rules are one."""
+    fields: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name == "groups":
+            fields[name] = group_names(value if isinstance(value, list | tuple) else ())
+        elif name in _FIELD_RULES:
+            fields[name] = _FIELD_RULES[name](value)
+        else:
+            fields[name] = value
+    return fields
