@@ -118,7 +118,7 @@ up AS (
     INSERT INTO users AS u (asgardeo_id, username, email, first_name, last_name, groups, status, role,
                             source_version, last_seen_run_id, last_synced_at)
     SELECT asgardeo_id, username, email, first_name, last_name, groups, status, COALESCE(mapped_role, 'employee'),
-           source_version, CAST(:run_id AS bigint), now()
+           source_version, CAST(:seen_run_id AS bigint), now()
     FROM incoming
     ON CONFLICT (asgardeo_id) DO UPDATE SET
         username = CASE WHEN @YIELDS@ THEN EXCLUDED.username ELSE u.username END,
@@ -215,12 +215,14 @@ def upsert_users(
     event_jti: str | None = None,
     actor: str | None = None,
     role_map: Mapping[str, str] | None = None,
+    stamp_seen: bool = True,
 ) -> UpsertResult:
     """Insert or refresh many users in one statement, skipping fields of users whose stored version is newer.
 
     Safe to re-run with the same records (the second run changes nothing). Users who stop being active have their
     sessions revoked in the same transaction. ``run_id`` stamps every seen user, stale or not, so a reconciliation
-    knows who the directory still lists.
+    knows who the directory still lists; a single-user sync passes ``stamp_seen=False`` so it never overwrites the
+    stamp of a full run in progress (which would then ask for that user again).
     """
     if not records:
         return UpsertResult()
@@ -243,6 +245,7 @@ def upsert_users(
         "rows": orjson.dumps(rows).decode(),
         "mapped_ids": [row["asgardeo_id"] for row in rows if row["mapped_role"] is not None],
         "run_id": run_id,
+        "seen_run_id": run_id if stamp_seen else None,
         "source": source,
         "event_jti": event_jti,
         "actor": actor,

@@ -16,6 +16,9 @@
    that answers is upserted; a 404 is really gone.
 4. If the really-gone exceed ``RECONCILE_MAX_DEACTIVATE_SHARE`` of all (non-deleted) users, the run stops as
    ``guarded`` and retires nobody; else each becomes a ``deleted`` tombstone (sessions revoked, audited, published).
+5. Unlisted users whose GET failed (neither present nor confirmed gone) are kept as they are, and the run ends
+   ``partial``, naming them on the run row (``unconfirmed``): if they were deleted at the directory they still have
+   access, which an operator must see (``flask sync run`` exits non-zero, the sync-health page shows it).
 
 A listing that fails part-way marks the run ``failed`` and retires nobody. Re-running is always safe.
 """
@@ -69,6 +72,8 @@ BATCH_PAGES = 4
 # Concurrent page transactions: Postgres works on one while Python parses and sends the next.
 PAGE_WRITERS = 3
 CONFIRM_BATCH = 500
+# A partial run names at most this many unconfirmed users on its row (the count is in its error).
+MAX_UNCONFIRMED_NAMED = 1000
 RETIRE_BATCH = 200
 SOURCE = "reconcile"
 # Re-ANALYZE ``users`` whenever this run has grown it past twice what the planner last counted (and by at least this
@@ -206,10 +211,18 @@ def reconcile_all(
                 finish_run(session, run_id, "failed", error=f"unexpected {type(exc).__name__}", counters=counters)
             raise
         error: str | None = None
+        unconfirmed: list[str] | None = None
         if status == "guarded":
             error = "guard: more users would be deactivated than RECONCILE_MAX_DEACTIVATE_SHARE allows; none were"
+        elif isinstance(status, Unconfirmed):
+            unconfirmed = status.ids[:MAX_UNCONFIRMED_NAMED]
+            error = (
+                f"{len(status.ids)} unlisted user(s) could not be confirmed gone or present; kept as they were"
+                " (listed in unconfirmed)"
+            )
+            status = "partial"
         with unit_of_work() as session:
-            finish_run(session, run_id, status, error=error, counters=counters)
+            finish_run(session, run_id, status, error=error, counters=counters, unconfirmed=unconfirmed)
         report("done", counters)
         log.info("reconciliation finished", extra={"run_id": run_id, "status": status, "counters": counters.as_dict()})
         return Outcome(run_id, status, counters, error)
@@ -353,12 +366,23 @@ def _list(scim: ScimClient, run_id: int, counters: Counters, report: Progress, r
             planner.wait()
 
 
-def _retire_missing(scim: ScimClient, run_id: int, counters: Counters, report: Progress, share: float) -> str:
-    """Confirm unseen active users one by one; retire the really-gone unless the guard trips. Returns the status."""
+@dataclass(frozen=True)
+class Unconfirmed:
+    """The confirmations of these directory ids failed; the run is ``partial``."""
+
+    ids: list[str]
+
+
+def _retire_missing(
+    scim: ScimClient, run_id: int, counters: Counters, report: Progress, share: float
+) -> str | Unconfirmed:
+    """Confirm unseen active users one by one; retire the really-gone unless the guard trips. Returns the status,
+    or the users whose confirmation failed."""
     with unit_of_work() as session:
         population = session.execute(select(func.count()).where(User.status != "deleted")).scalar_one()
     allowed = math.floor(share * population)
     gone: list[tuple[str, int]] = []
+    unconfirmed: list[str] = []
     after_id = 0
     while True:
         with unit_of_work() as session:
@@ -393,6 +417,7 @@ def _retire_missing(scim: ScimClient, run_id: int, counters: Counters, report: P
             except (ValueError, DirectoryError) as exc:
                 # Not confirmed gone, so kept; the next run asks again.
                 counters.failed += 1
+                unconfirmed.append(asgardeo_id)
                 log.warning("could not confirm an unlisted user", extra={"run_id": run_id, "error": str(exc)})
                 continue
             with unit_of_work() as session:
@@ -422,7 +447,7 @@ def _retire_missing(scim: ScimClient, run_id: int, counters: Counters, report: P
             record_progress(session, run_id, counters)
         publish_changes(changes)
         report("deactivating", counters)
-    return "succeeded"
+    return Unconfirmed(unconfirmed) if unconfirmed else "succeeded"
 
 
 @app.task(

@@ -260,7 +260,9 @@ class ScimClient:
         self._shared_http = http
         self._local = threading.local()
         self._cache = cache or get_redis()
-        digest = hashlib.sha256(f"{self.base_url}|{cid}".encode()).hexdigest()[:16]
+        # The secret is part of the key: after it changes, a token fetched with the old one is not used (and a
+        # refused new secret shows at once instead of when the cached token expires).
+        digest = hashlib.sha256(f"{self.base_url}|{cid}|{secret}".encode()).hexdigest()[:16]
         self._token_key = key(f"scim:token:{digest}")
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap

@@ -127,6 +127,7 @@ def sync_user(
             run_id=run_id,
             actor=requested_by,
             role_map=get_settings().group_roles or None,
+            stamp_seen=False,
         )
         counters.created, counters.updated = result.created, result.updated
         counters.unchanged = result.unchanged + result.stale

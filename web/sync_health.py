@@ -50,6 +50,7 @@ def _run(run: SyncRun | None) -> dict[str, Any] | None:
         },
         "pages_done": run.pages_done,
         "error": run.error,
+        "unconfirmed": run.unconfirmed or [],
     }
 
 
