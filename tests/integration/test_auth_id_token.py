@@ -396,3 +396,39 @@ def test_the_login_follow_up_keeps_a_session_whose_subject_the_directory_does_no
         "/auth/backchannel-logout", data={"logout_token": idp.sign(logout_claims(idp, sid=claims["sid"]))}
     )
     assert answer.get_json() == {"revoked": 1}
+
+
+def test_a_discovery_document_naming_another_issuer_is_not_used(client: FlaskClient, idp: FakeIdP) -> None:
+    idp.discovery_overrides = {"issuer": idp.issuer + "/"}  # one character off is already another issuer
+    answer = client.get("/auth/login", headers={"Accept": "application/json"})
+    assert answer.status_code == 502
+    assert answer.get_json()["error"] == "issuer_mismatch"
+    assert session_count() == 0
+
+
+@pytest.mark.parametrize(
+    ("iss", "advertised", "status"),
+    [("https://evil.example", False, 400), (None, True, 400), ("own", True, 200), (None, False, 200)],
+)
+def test_the_rfc_9207_iss_response_parameter_is_checked_when_present_or_promised(
+    client: FlaskClient, idp: FakeIdP, iss: str | None, advertised: bool, status: int
+) -> None:
+    if advertised:
+        idp.discovery_overrides = {"authorization_response_iss_parameter_supported": True}
+    params = start(client)
+    idp.id_token = idp.sign(idp.claims(params["nonce"]))
+    query = {"code": "c", "state": params["state"]}
+    if iss is not None:
+        query["iss"] = idp.issuer if iss == "own" else iss
+    answer = client.get("/auth/callback", query_string=query, headers={"Accept": "application/json"})
+    assert answer.status_code == status, answer.get_json()
+    if status == 400:
+        expect_refused(answer, "invalid_issuer")
+
+
+@pytest.mark.parametrize(("length", "status"), [(255, 200), (256, 400)])
+def test_a_subject_of_up_to_255_characters_signs_in(
+    client: FlaskClient, idp: FakeIdP, length: int, status: int
+) -> None:
+    answer = login_with(client, idp, lambda p: idp.sign(idp.claims(p["nonce"], sub="s" * length)))
+    assert answer.status_code == status, answer.get_json()

@@ -89,3 +89,8 @@ def test_bootstrap_admin_matches_the_verified_email_case_insensitively() -> None
     assert not is_bootstrap_admin(claims(email="kim@example.org"), settings)
     assert not is_bootstrap_admin(claims(email=None), settings)
     assert not is_bootstrap_admin(claims(), Settings())
+
+
+def test_record_from_claims_falls_back_to_preferred_username_before_the_email() -> None:
+    assert record_from_claims(claims(username=None, preferred_username="kim.park")).username == "kim.park"
+    assert record_from_claims(claims(preferred_username="kim.park")).username == "kim"
