@@ -20,7 +20,13 @@ from tasks.redis_client import get_redis, key
 log = logging.getLogger(__name__)
 
 LOGIN_SUBJECT_UNRESOLVED = "login_subject_unresolved"
+DIRECTORY_UNUSABLE = "directory_unusable"
 MESSAGES = {
+    DIRECTORY_UNUSABLE: (
+        "The directory's SCIM API could not be used (not configured, credentials refused, or an unreadable answer), "
+        "so users are neither refreshed nor linked and the nightly run cannot confirm anyone. Check "
+        "ASGARDEO_BASE_URL, SCIM_CLIENT_ID and SCIM_CLIENT_SECRET; the failed runs say more. Nobody was retired."
+    ),
     LOGIN_SUBJECT_UNRESOLVED: (
         "A login's subject (the ID token's sub) matched no directory user, so that person's row is not linked to "
         "the directory. Check OIDC_SUBJECT_ATTRIBUTE (id, username or email) against the subject the application "

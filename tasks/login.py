@@ -25,8 +25,8 @@ from models.users import record_change, upsert_users
 from tasks.app import app
 from tasks.arguments import positive_id
 from tasks.coalesce import request_user_refresh
-from tasks.config_warnings import LOGIN_SUBJECT_UNRESOLVED, record_warning
-from tasks.errors import TransientError
+from tasks.config_warnings import DIRECTORY_UNUSABLE, LOGIN_SUBJECT_UNRESOLVED, record_warning
+from tasks.errors import DirectoryUnavailable, TransientError
 from tasks.live import publish_changes
 from tasks.scim import ScimClient
 
@@ -71,7 +71,11 @@ def link_login_user(user_id: int, *, client: ScimClient | None = None) -> str | 
     if subject is None:
         return None
     attribute = FILTER_ATTRIBUTES.get(get_settings().oidc_subject_attribute)
-    found = (client or ScimClient()).find_users(attribute, subject) if attribute else []
+    try:
+        found = (client or ScimClient()).find_users(attribute, subject) if attribute else []
+    except DirectoryUnavailable:
+        record_warning(DIRECTORY_UNUSABLE, user_id=user_id)
+        return None
     if len(found) != 1:
         record_warning(LOGIN_SUBJECT_UNRESOLVED, user_id=user_id, matches=len(found))
         return None

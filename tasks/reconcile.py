@@ -59,7 +59,8 @@ from models.tables import User
 from models.users import Change, apply_user_patch, upsert_users
 from tasks.app import app
 from tasks.arguments import positive_id
-from tasks.errors import DirectoryError, UserGone
+from tasks.config_warnings import DIRECTORY_UNUSABLE, record_warning
+from tasks.errors import DirectoryError, DirectoryUnavailable, UserGone
 from tasks.live import publish_changes, publish_encoded
 from tasks.scim import Listing, ScimClient
 
@@ -197,6 +198,8 @@ def reconcile_all(
             _list(scim, run_id, counters, report, role_map=settings.group_roles or None)
             status = _retire_missing(scim, run_id, counters, report, share)
         except DirectoryError as exc:
+            if isinstance(exc, DirectoryUnavailable):
+                record_warning(DIRECTORY_UNUSABLE, run_id=run_id)
             failure = f"listing incomplete, nobody deactivated: {exc}"
             log.warning("reconciliation failed", extra={"run_id": run_id, "error": str(exc)})
             with unit_of_work() as session:

@@ -23,7 +23,7 @@ from models.runs import Counters, finish_run, get_run, mark_started, note_error,
 from models.settings import get_settings
 from models.users import Change, apply_user_patch, upsert_users
 from tasks.app import app
-from tasks.config_warnings import LOGIN_SUBJECT_UNRESOLVED, record_warning
+from tasks.config_warnings import DIRECTORY_UNUSABLE, LOGIN_SUBJECT_UNRESOLVED, record_warning
 from tasks.errors import DirectoryUnavailable, TransientError, UserGone
 from tasks.live import publish_changes
 from tasks.scim import ScimClient, valid_id
@@ -117,6 +117,7 @@ def sync_user(
     except DirectoryUnavailable as exc:
         with unit_of_work() as session:
             finish_run(session, run_id, "failed", error=str(exc), counters=Counters(failed=1))
+        record_warning(DIRECTORY_UNUSABLE, run_id=run_id)
         log.warning("user sync failed", extra={"run_id": run_id, "user_id": asgardeo_id, "error": str(exc)})
         return SyncResult(run_id, "failed", error=str(exc))
     with unit_of_work() as session:

@@ -88,3 +88,20 @@ def test_a_changed_scim_secret_is_noticed_while_a_token_from_the_old_one_is_cach
         with pytest.raises(DirectoryUnavailable):
             rotated.list_page(1)
         assert token_requests(handle) == 2
+
+
+def test_an_unusable_directory_fails_the_run_changes_nobody_and_warns_the_operator() -> None:
+    from tasks.config_warnings import DIRECTORY_UNUSABLE, warnings
+    from tasks.reconcile import reconcile_all
+    from tasks.scim import ScimClient
+    from tasks.users import sync_user
+    from tests.stack import M2M_CLIENT_ID
+
+    with private_standin() as handle:
+        resource = handle.directory.create_user("kept@example.com", email="kept@example.com")
+        sync_user(resource.id, trigger="test", client=client_for(handle))
+        refused = ScimClient(handle.base_url, M2M_CLIENT_ID, "wrong", budget=client_for(handle).budget)
+        outcome = reconcile_all(start_run(), client=refused)
+        assert outcome.status == "failed"
+        assert local(resource.id).status == "active"
+        assert warnings()[DIRECTORY_UNUSABLE]["count"] == 1
