@@ -47,8 +47,9 @@ def is_provisional(asgardeo_id: str) -> bool:
 def find_login_user(session: Session, subject: str, rule: str) -> User | None:
     """The row a login with ``sub`` = ``subject`` belongs to (steps 1 and 2 of the module docstring), or None.
 
-    A row found by the rule is linked to the subject here (the caller commits). Deleted rows are never matched by
-    username or email: a name can come back for another person, and the provider signs in only present users.
+    A row found by the rule is linked to the subject here, replacing an older one (the caller commits). Deleted rows
+    are never matched by username or email: a name can come back for another person, and the provider signs in only
+    present users.
     """
     user = session.execute(select(User).where(User.oidc_subject == subject)).scalar_one_or_none()
     if user is not None:
@@ -60,19 +61,14 @@ def find_login_user(session: Session, subject: str, rule: str) -> User | None:
         wanted = username_from_directory(subject) if rule == "username" else subject
         found = (
             session.execute(
-                select(User)
-                .where(
-                    func.lower(column) == (wanted or "").lower(),
-                    User.status != "deleted",
-                    User.oidc_subject.is_(None),
-                )
-                .limit(2)
+                select(User).where(func.lower(column) == (wanted or "").lower(), User.status != "deleted").limit(2)
             )
             .scalars()
             .all()
         )
         user = found[0] if len(found) == 1 else None
-    if user is not None and user.oidc_subject is None:
+    if user is not None:
+        # Also replaces an older subject: after a rename at the directory the provider issues the new name.
         user.oidc_subject = subject
     return user
 
@@ -106,8 +102,7 @@ def link_to_directory(session: Session, user_id: int, asgardeo_id: str) -> int |
     subject, role = login_row.oidc_subject, login_row.role
     login_row.oidc_subject = None
     session.flush()
-    if directory_row.oidc_subject is None:
-        directory_row.oidc_subject = subject
+    directory_row.oidc_subject = subject
     if directory_row.role == "employee" and role != "employee":
         directory_row.role = role
     session.execute(update(AppSession).where(AppSession.user_id == user_id).values(user_id=directory_row.id))

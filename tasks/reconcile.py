@@ -11,7 +11,7 @@
    app's own fields, skips stale rows and stamps every seen user with the run id, plus the run row's counters.
    Changes are published after each commit, one message per transaction. While a run grows the table (a first
    sync), ``users`` is re-analyzed so the statement's plans fit its size.
-3. Only if the listing completed: every active local user the listing did not show is asked for with a single GET
+3. Only if the listing completed: every local user (not deleted) the listing did not show is asked for with a single GET
    (index paging shifts when users are added or removed mid-run, so "not listed" does not yet mean "gone"). A user
    that answers is upserted; a 404 is really gone.
 4. If the really-gone exceed ``RECONCILE_MAX_DEACTIVATE_SHARE`` of all (non-deleted) users, the run stops as
@@ -379,7 +379,7 @@ class Unconfirmed:
 def _retire_missing(
     scim: ScimClient, run_id: int, counters: Counters, report: Progress, share: float
 ) -> str | Unconfirmed:
-    """Confirm unseen active users one by one; retire the really-gone unless the guard trips. Returns the status,
+    """Confirm unseen users one by one; retire the really-gone unless the guard trips. Returns the status,
     or the users whose confirmation failed."""
     with unit_of_work() as session:
         population = session.execute(select(func.count()).where(User.status != "deleted")).scalar_one()
@@ -392,7 +392,8 @@ def _retire_missing(
             batch = session.execute(
                 select(User.id, User.asgardeo_id)
                 .where(
-                    User.status == "active",
+                    # Inactive users too: one deleted at the directory (its event lost) must become a tombstone.
+                    User.status != "deleted",
                     User.last_seen_run_id.is_distinct_from(run_id),
                     User.id > after_id,
                     # Only a login ever described this row (see models.identity): no directory vouched for it.

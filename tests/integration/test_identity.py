@@ -177,3 +177,23 @@ def test_one_false_404_retires_a_present_user_only_until_the_next_full_run(stand
         ).scalar_one()
     assert back.changes["reason"] == ["absent from the directory", "present in the directory"]
     assert back.changes["status"] == ["deleted", "active"]
+
+
+def test_linking_a_login_row_into_a_row_the_directory_created_meanwhile_moves_its_sessions(db_session: Any) -> None:
+    from models.identity import link_to_directory, provisional_id
+    from models.sessions import find_active_session
+    from models.tables import User
+    from tests.factories import login, make_user
+
+    subject = "kim@example.com"
+    login_row = make_user(db_session, asgardeo_id=provisional_id(subject), oidc_subject=subject, source_version=0)
+    issued = login(db_session, login_row)
+    directory_row = make_user(db_session, email=subject, role="hr")
+    assert link_to_directory(db_session, login_row.id, directory_row.asgardeo_id) == directory_row.id
+    assert db_session.get(User, login_row.id) is None
+    db_session.refresh(directory_row)
+    assert (directory_row.oidc_subject, directory_row.role) == (subject, "hr")
+    found = find_active_session(db_session, issued.token)
+    assert found is not None
+    assert found[1].id == directory_row.id
+    assert link_to_directory(db_session, login_row.id, directory_row.asgardeo_id) is None  # a re-run is a no-op
