@@ -319,6 +319,23 @@ def apply_user_patch(
     return change
 
 
+def retire_absent(
+    session: Session, asgardeo_id: str, *, asked_ms: int, source: str, run_id: int, actor: str | None = None
+) -> Change | None:
+    """Make a user the directory answered 404 for a ``deleted`` tombstone retired by absence, stamped with the time
+    of asking (so a later presence, which always wins over absence, brings them back). See :func:`apply_user_patch`."""
+    return apply_user_patch(
+        session,
+        asgardeo_id,
+        {"status": "deleted"},
+        source_version=asked_ms,
+        source=source,
+        run_id=run_id,
+        actor=actor,
+        retired_by="absence",
+    )
+
+
 def _retired_by(status: str, current: str | None, proposed: str) -> str | None:
     if status == "active":
         return None

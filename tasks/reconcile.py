@@ -56,7 +56,7 @@ from models.runs import (
 )
 from models.settings import get_settings
 from models.tables import User
-from models.users import Change, apply_user_patch, upsert_users
+from models.users import Change, retire_absent, upsert_users
 from tasks.app import app
 from tasks.arguments import positive_id
 from tasks.config_warnings import DIRECTORY_UNUSABLE, record_warning
@@ -436,15 +436,7 @@ def _retire_missing(
         changes: list[Change] = []
         with unit_of_work() as session:
             for asgardeo_id, asked_ms in gone[start : start + RETIRE_BATCH]:
-                change = apply_user_patch(
-                    session,
-                    asgardeo_id,
-                    {"status": "deleted"},
-                    source_version=asked_ms,
-                    source=SOURCE,
-                    run_id=run_id,
-                    retired_by="absence",
-                )
+                change = retire_absent(session, asgardeo_id, asked_ms=asked_ms, source=SOURCE, run_id=run_id)
                 if change is not None:
                     changes.append(change)
                     counters.deactivated += 1

@@ -21,7 +21,7 @@ from typing import Any
 from models.db import unit_of_work
 from models.runs import Counters, finish_run, get_run, mark_started, note_error, start_user_run
 from models.settings import get_settings
-from models.users import Change, apply_user_patch, upsert_users
+from models.users import Change, retire_absent, upsert_users
 from tasks.app import app
 from tasks.config_warnings import DIRECTORY_UNUSABLE, LOGIN_SUBJECT_UNRESOLVED, record_warning
 from tasks.errors import DirectoryUnavailable, TransientError, UserGone
@@ -92,15 +92,8 @@ def sync_user(
         if trigger in BACKGROUND_TRIGGERS:
             return _not_found_in_background(asgardeo_id, trigger=trigger, run_id=run_id)
         with unit_of_work() as session:
-            change = apply_user_patch(
-                session,
-                asgardeo_id,
-                {"status": "deleted"},
-                source_version=asked_ms,
-                source=SOURCE,
-                run_id=run_id,
-                actor=requested_by,
-                retired_by="absence",
+            change = retire_absent(
+                session, asgardeo_id, asked_ms=asked_ms, source=SOURCE, run_id=run_id, actor=requested_by
             )
             if change is not None:
                 changes.append(change)
