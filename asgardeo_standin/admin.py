@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from .config import ChaosConfig
+from .config import SUBJECT_CLAIMS, ChaosConfig
 from .directory import PROFILE_FIELDS, DirectoryError
 from .scim import user_resource
 
@@ -33,6 +33,8 @@ BODIES: dict[str, frozenset[str]] = {
     "webhook": frozenset({"url", "secret"}),
     "flush": frozenset({"timeout"}),
     "ratelimit": frozenset({"per_minute", "window_seconds"}),
+    "fail_get": frozenset({"status", "times"}),
+    "oidc": frozenset({"subject_claim"}),
 }
 
 
@@ -54,7 +56,7 @@ def body(route: str, *, required: frozenset[str] = frozenset()) -> dict[str, Any
     return data
 
 
-def create_blueprint(standin: Standin) -> Blueprint:
+def create_blueprint(standin: Standin) -> Blueprint:  # noqa: PLR0915 - one route table
     bp = Blueprint("standin_admin", __name__, url_prefix="/_standin")
     directory = standin.directory
 
@@ -115,6 +117,22 @@ def create_blueprint(standin: Standin) -> Blueprint:
             return Response(status=404)
         actions[action]()
         return resource(user_id)
+
+    @bp.post("/users/<user_id>/fail-get")
+    def fail_get(user_id: str) -> Response:
+        """The next ``times`` SCIM GETs of this user answer ``status`` (default: one 404), present or not."""
+        data = body("fail_get")
+        standin.get_faults.inject(user_id, int(data.get("status", 404)), int(data.get("times", 1)))
+        return jsonify({"user_id": user_id, "status": int(data.get("status", 404)), "times": int(data.get("times", 1))})
+
+    @bp.put("/oidc")
+    def set_oidc() -> Response:
+        """``{"subject_claim": "id" | "username" | "email"}``: what ID tokens carry as ``sub`` from now on."""
+        claim = body("oidc", required=frozenset({"subject_claim"})).get("subject_claim")
+        if claim not in SUBJECT_CLAIMS:
+            return Response(f"subject_claim must be one of {sorted(SUBJECT_CLAIMS)}", status=400)
+        standin.config.subject_claim = claim
+        return jsonify({"subject_claim": claim})
 
     @bp.delete("/users/<user_id>")
     def delete_user(user_id: str) -> Response:

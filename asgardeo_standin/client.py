@@ -70,6 +70,14 @@ class StandinAdmin:
         """End every OIDC session of the user (back-channel logouts are sent); returns how many ended."""
         return int(self._call("POST", f"/users/{user_id}/end-sessions")["ended"])
 
+    def fail_get(self, user_id: str, status: int = 404, times: int = 1) -> None:
+        """Make the next ``times`` SCIM GETs of this user answer ``status`` (a false 404 once, by default)."""
+        self._call("POST", f"/users/{user_id}/fail-get", {"status": status, "times": times})
+
+    def set_subject_claim(self, claim: str) -> None:
+        """What ID tokens carry as ``sub`` from now on: ``id`` (default), ``username`` or ``email``."""
+        self._call("PUT", "/oidc", {"subject_claim": claim})
+
     def rotate_keys(self) -> str:
         """Rotate the signing key; the previous key stays in the JWKS. Returns the new ``kid``."""
         return str(self._call("POST", "/keys/rotate")["kid"])

@@ -9,6 +9,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+# What an ID token carries as ``sub``: the user id (Asgardeo's default), or, as an application may choose, the username
+# (as WSO2 shows it: bare for the primary store, ``STORE/name`` otherwise) or the email.
+SUBJECT_CLAIMS = frozenset({"id", "username", "email"})
+
 
 @dataclass
 class ChaosConfig:
@@ -48,6 +52,7 @@ class StandinConfig:
     state_file: str | None = None
     access_token_ttl: int = 3600
     id_token_ttl: int = 3600
+    subject_claim: str = "id"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> StandinConfig:
@@ -72,7 +77,7 @@ class StandinConfig:
         for attr in ("port", "rate_limit_per_minute", "access_token_ttl", "id_token_ttl"):
             if (value := text(attr.upper())) is not None:
                 setattr(cfg, attr, int(value))
-        for attr in ("web_backchannel_logout_uri", "webhook_url", "webhook_secret", "state_file"):
+        for attr in ("web_backchannel_logout_uri", "webhook_url", "webhook_secret", "state_file", "subject_claim"):
             if (value := text(attr.upper())) is not None:
                 setattr(cfg, attr, value)
         if (uris := listing("WEB_REDIRECT_URIS")) is not None:

@@ -109,6 +109,17 @@ def group_id(name: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"group:{name}"))
 
 
+def store_of(username: str) -> str:
+    """The user store a username lives in: ``HR/jane`` is in ``HR``, a bare name in the primary store."""
+    store, slash, rest = username.partition("/")
+    return store if slash and rest else USER_STORE
+
+
+def qualified_username(username: str) -> str:
+    """The username as SCIM shows it: with its store prefix (``DEFAULT/kim``, ``HR/jane``)."""
+    return username if store_of(username) != USER_STORE else f"{USER_STORE}/{username}"
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -467,7 +478,10 @@ def build_payloads(change: Change, root_url: str, org: str, initiator_ip: str = 
             "user": user_part,
             "tenant": {"id": str(uuid.UUID(organization["id"]).int % 100000), "name": org},
             "organization": organization,
-            "userStore": {"id": base64.b64encode(USER_STORE.encode()).decode(), "name": USER_STORE},
+            "userStore": {
+                "id": base64.b64encode(store_of(user.username).encode()).decode(),
+                "name": store_of(user.username),
+            },
         }
         if change.action:
             event["action"] = change.action

@@ -205,12 +205,19 @@ class Token:
         return self.client
 
 
-def user_claims(user: UserRecord, scope: str, org: str) -> dict[str, Any]:
-    """Claims released for ``scope`` (profile, email, groups), plus ``username`` and the org claims."""
+def subject_for(user: UserRecord, subject_claim: str) -> str:
+    """The ``sub`` of this user's tokens: the id, or the username or email as the application chose."""
+    subjects = {"id": user.id, "username": user.username, "email": user.email}
+    return subjects.get(subject_claim) or user.id
+
+
+def user_claims(user: UserRecord, scope: str, org: str, subject_claim: str = "id") -> dict[str, Any]:
+    """Claims released for ``scope`` (profile, email, groups), plus ``username`` and the org claims; ``sub`` is the
+    user id, or the username or email when the application is set to issue that as its subject."""
     scopes = set(scope.split())
     org_ids = organization_ids(org)
     claims: dict[str, Any] = {
-        "sub": user.id,
+        "sub": subject_for(user, subject_claim),
         "username": user.username,
         "org_id": org_ids["id"],
         "org_name": org,
@@ -314,7 +321,12 @@ class OidcProvider:
                 }
 
             def generate_user_info(self, subject: Subject, scope: str) -> UserInfo:
-                return UserInfo({**user_claims(subject.user, scope, provider.config.org), "sid": subject.sid})
+                return UserInfo(
+                    {
+                        **user_claims(subject.user, scope, provider.config.org, provider.config.subject_claim),
+                        "sid": subject.sid,
+                    }
+                )
 
         class CodeIdToken(IdToken, OpenIDCode):  # type: ignore[misc]
             def exists_nonce(self, nonce: str, request: Any) -> bool:
@@ -381,7 +393,7 @@ class OidcProvider:
                 return provider.issuer
 
             def generate_user_info(self, subject: Subject, scope: str) -> UserInfo:
-                return UserInfo(user_claims(subject.user, scope, provider.config.org))
+                return UserInfo(user_claims(subject.user, scope, provider.config.org, provider.config.subject_claim))
 
             def resolve_private_key(self) -> RSAKey:
                 return provider.keys.signing_key
@@ -516,6 +528,14 @@ class OidcProvider:
         """End every session of a user (admin action, and on disable, lock and delete). Returns the count."""
         return sum(self.end_session(sid) for sid in self.sessions_of(user_id))
 
+    def subject_of(self, user_id: str) -> str:
+        """The ``sub`` this user's tokens carry under the configured ``subject_claim`` (the id if deleted)."""
+        try:
+            user = self.directory.get(user_id)
+        except UserNotFound:
+            return user_id
+        return subject_for(user, self.config.subject_claim)
+
     def logout_token(self, client: Client, user_id: str, sid: str) -> str:
         now = int(time.time())
         claims = {
@@ -525,7 +545,7 @@ class OidcProvider:
             "exp": now + 120,
             "jti": str(uuid.uuid4()),
             "sid": sid,
-            "sub": user_id,
+            "sub": self.subject_of(user_id),
             "events": {BACKCHANNEL_EVENT: {}},
         }
         return self.keys.sign(claims, typ="logout+jwt")

@@ -13,6 +13,7 @@ at 100, filters support ``eq ne co sw ew gt ge lt le pr`` and ``and`` but reject
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import wraps
@@ -41,7 +42,7 @@ from scim2_models import (
 )
 from scim2_models.path.expressions import Comparison, FilterNode, LogicalExpr, LogicalOperator, Present
 
-from .directory import USER_STORE, Directory, DirectoryError, UserRecord, group_id
+from .directory import USER_STORE, Directory, DirectoryError, UserRecord, group_id, qualified_username
 from .oidc import OidcProvider
 
 CORE_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -88,7 +89,7 @@ def user_resource(user: UserRecord, base_url: str) -> dict[str, Any]:
     resource: dict[str, Any] = {
         "schemas": [CORE_SCHEMA, WSO2_SCHEMA],
         "id": user.id,
-        "userName": f"{USER_STORE}/{user.username}",
+        "userName": qualified_username(user.username),
     }
     name = {k: v for k, v in (("givenName", user.given_name), ("familyName", user.family_name)) if v}
     if name:
@@ -143,7 +144,7 @@ def _values(user: UserRecord, attr: str, sub: str | None, uri: str | None) -> li
         return {"accountdisabled": [_flag(user.disabled)], "accountlocked": [_flag(user.locked)]}.get(key, [])
     table: dict[str, list[Any]] = {
         "id": [user.id],
-        "username": [user.username, f"{USER_STORE}/{user.username}"],
+        "username": sorted({user.username, qualified_username(user.username)}),
         "name.givenname": [user.given_name],
         "name.familyname": [user.family_name],
         "emails": [user.email],
@@ -238,7 +239,32 @@ def wso2_schema() -> Schema:
 T = TypeVar("T", bound=Callable[..., Response])
 
 
-def create_blueprint(directory: Directory, provider: OidcProvider) -> Blueprint:  # noqa: PLR0915 - one route table
+class GetFaults:
+    """Answers to force on single-user GETs, to reproduce a directory that errs for one user now and then: e.g. a
+    404 once for a user who is present (``/_standin/users/<id>/fail-get``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[str, list[int]] = {}
+
+    def inject(self, user_id: str, status: int, times: int) -> None:
+        with self._lock:
+            self._pending.setdefault(user_id, []).extend([status] * times)
+
+    def take(self, user_id: str) -> int | None:
+        with self._lock:
+            pending = self._pending.get(user_id)
+            if not pending:
+                return None
+            status = pending.pop(0)
+            if not pending:
+                del self._pending[user_id]
+            return status
+
+
+def create_blueprint(  # noqa: PLR0915 - one route table
+    directory: Directory, provider: OidcProvider, faults: GetFaults | None = None
+) -> Blueprint:
     """``/t/{org}/scim2``: Users CRUD + search behind Bearer tokens with Asgardeo's scopes, and discovery."""
     bp = Blueprint("scim", __name__, url_prefix=f"/t/{provider.config.org}/scim2")
 
@@ -367,6 +393,9 @@ def create_blueprint(directory: Directory, provider: OidcProvider) -> Blueprint:
     @bp.get("/Users/<user_id>")
     @guarded("internal_user_mgt_view")
     def get_user(user_id: str) -> Response:
+        forced = faults.take(user_id) if faults is not None else None
+        if forced is not None:
+            return error(forced, f"User {user_id} not found" if forced == 404 else "Injected fault")
         return one(directory.get(user_id))
 
     @bp.post("/Users")

@@ -55,6 +55,7 @@ class Standin:
         self.directory.subscribe(self.publisher.on_change)
         self.directory_file = DirectoryFile(self.directory, config.state_file) if config.state_file else None
         self.provider = OidcProvider(config, self.directory, self.keys)
+        self.get_faults = scim.GetFaults()
         self._stats_lock = threading.Lock()
         self._requests: Counter[str] = Counter()
         self._root_url = ""
@@ -134,7 +135,7 @@ def create_app(standin: Standin) -> Flask:
         return response
 
     app.register_blueprint(oidc.create_blueprint(standin.provider))
-    app.register_blueprint(scim.create_blueprint(standin.directory, standin.provider))
+    app.register_blueprint(scim.create_blueprint(standin.directory, standin.provider, standin.get_faults))
     app.register_blueprint(admin.create_blueprint(standin))
     return app
 

@@ -19,9 +19,14 @@ _engine: Engine | None = None
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
-    """An engine with pre-ping, so a Postgres restart costs one failed checkout, not a stream of errors."""
+    """An engine with pre-ping, so a Postgres restart costs one failed checkout, not a stream of errors.
+
+    Database errors never carry the statement's parameters (``hide_parameters``): those are users' names and emails,
+    and errors end up in logs and on inbox rows.
+    """
     return create_engine(
         url,
+        hide_parameters=True,
         pool_pre_ping=True,
         pool_size=pool_size,
         max_overflow=10,

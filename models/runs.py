@@ -164,9 +164,17 @@ def note_error(session: Session, run_id: int, error: str) -> None:
 
 
 def finish_run(
-    session: Session, run_id: int, status: str, *, error: str | None = None, counters: Counters | None = None
+    session: Session,
+    run_id: int,
+    status: str,
+    *,
+    error: str | None = None,
+    counters: Counters | None = None,
+    unconfirmed: list[str] | None = None,
 ) -> None:
     values: dict[str, Any] = {"status": status, "finished_at": func.now(), "heartbeat_at": func.now()}
+    if unconfirmed is not None:
+        values["unconfirmed"] = unconfirmed
     if error is not None:
         values["error"] = error[:2000]
     if counters is not None:
@@ -213,6 +221,7 @@ def run_as_dict(run: SyncRun) -> dict[str, Any]:
         "budget_waits": run.budget_waits,
         "budget_wait_ms": run.budget_wait_ms,
         "error": run.error,
+        "unconfirmed": run.unconfirmed or [],
         "started_at": iso(run.started_at),
         "heartbeat_at": iso(run.heartbeat_at),
         "finished_at": iso(run.finished_at),

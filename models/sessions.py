@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session
 
 from models.tables import AppSession, User
@@ -94,24 +94,27 @@ def revoke_user_sessions(session: Session, user_ids: Sequence[int], *, reason: s
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def revoke_sessions_by_sid(session: Session, idp_sid: str, *, reason: str, asgardeo_id: str | None = None) -> int:
-    """End the sessions opened under one Asgardeo session (back-channel logout); with ``asgardeo_id``, only that
-    user's sessions under the ``sid``. Idempotent."""
+def _users_of_subject(subject: str) -> ColumnElement[bool]:
+    """Sessions of the user a logout token's ``sub`` names: the row linked to that subject, or (rows from before the
+    link was recorded, and the default rule) the row whose directory id it is."""
+    return AppSession.user_id.in_(select(User.id).where(or_(User.oidc_subject == subject, User.asgardeo_id == subject)))
+
+
+def revoke_sessions_by_sid(session: Session, idp_sid: str, *, reason: str, subject: str | None = None) -> int:
+    """End the sessions opened under one IdP session (back-channel logout); with ``subject`` (the token's ``sub``),
+    only that user's sessions under the ``sid``. Idempotent."""
     statement = update(AppSession).where(AppSession.idp_sid == idp_sid, AppSession.revoked_at.is_(None))
-    if asgardeo_id is not None:
-        statement = statement.where(AppSession.user_id.in_(select(User.id).where(User.asgardeo_id == asgardeo_id)))
+    if subject is not None:
+        statement = statement.where(_users_of_subject(subject))
     result = session.execute(statement.values(revoked_at=datetime.now(UTC), revoked_reason=reason))
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def revoke_subject_sessions(session: Session, asgardeo_id: str, *, reason: str) -> int:
-    """End every live session of the user whose Asgardeo id (OIDC ``sub``) is ``asgardeo_id``. Idempotent."""
+def revoke_subject_sessions(session: Session, subject: str, *, reason: str) -> int:
+    """End every live session of the user who signs in with ``sub`` = ``subject``. Idempotent."""
     result = session.execute(
         update(AppSession)
-        .where(
-            AppSession.user_id.in_(select(User.id).where(User.asgardeo_id == asgardeo_id)),
-            AppSession.revoked_at.is_(None),
-        )
+        .where(_users_of_subject(subject), AppSession.revoked_at.is_(None))
         .values(revoked_at=datetime.now(UTC), revoked_reason=reason)
     )
     return int(getattr(result, "rowcount", 0) or 0)

@@ -13,6 +13,9 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 AppEnv = Literal["development", "test", "production"]
+# Which directory attribute an ID token's ``sub`` carries: the user id (Asgardeo's default), or the username or email
+# when the application issues another subject (see docs/architecture.md, "Identity model").
+SubjectAttribute = Literal["id", "username", "email"]
 
 
 class SettingsError(RuntimeError):
@@ -60,6 +63,7 @@ class Settings(BaseSettings):
     oidc_scopes: str = "openid profile email groups"
     oidc_require_email: bool = False
     oidc_jit_create: bool = True
+    oidc_subject_attribute: SubjectAttribute = "id"
     oidc_http_timeout_seconds: float = 5.0
     # Clock skew tolerated on ID and logout tokens (exp, iat, nbf).
     oidc_clock_leeway_seconds: int = Field(default=60, ge=0, le=300)

@@ -36,7 +36,9 @@ NAMING_CONVENTION = {
 USER_STATUSES = ("active", "inactive", "deleted")
 ROLES = ("employee", "manager", "hr", "admin")
 EVENT_STATUSES = ("received", "queued", "applied", "ignored", "failed")
-RUN_STATUSES = ("running", "succeeded", "failed", "guarded")
+RUN_STATUSES = ("running", "succeeded", "failed", "guarded", "partial")
+# Who retired a user: a signed webhook event, or the directory no longer answering for them (listing + 404).
+RETIRED_BY = ("event", "absence")
 RUN_KINDS = ("full", "user")
 
 
@@ -63,6 +65,7 @@ class User(Base):
     __table_args__ = (
         CheckConstraint(_in("status", USER_STATUSES), name="status"),
         CheckConstraint(_in("role", ROLES), name="role"),
+        CheckConstraint(_in("retired_by", RETIRED_BY), name="retired_by"),
         Index("ix_users_email_lower", func.lower(text("email"))),
         Index("ix_users_status", "status"),
     )
@@ -81,6 +84,10 @@ class User(Base):
     # Asgardeo's time (epoch ms) of the newest change applied; anything older is stale and ignored.
     source_version: Mapped[int] = mapped_column(BigInteger, server_default="0", default=0)
     last_seen_run_id: Mapped[int | None] = mapped_column(BigInteger)
+    # The ``sub`` this person signs in with; equal to ``asgardeo_id`` unless the application issues another subject.
+    oidc_subject: Mapped[str | None] = mapped_column(String(255), unique=True)
+    # Why an inactive or deleted user is so: ``event`` (signed) or ``absence`` (a presence later shown undoes it).
+    retired_by: Mapped[str | None] = mapped_column(String(16))
     last_synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _now()
@@ -168,6 +175,8 @@ class SyncRun(Base):
     budget_waits: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
     budget_wait_ms: Mapped[int] = mapped_column(BigInteger, server_default="0", default=0)
     error: Mapped[str | None] = mapped_column(Text)
+    # Directory ids of users a ``partial`` run could not confirm (neither listed nor answering a GET).
+    unconfirmed: Mapped[list[str] | None] = mapped_column()
     started_at: Mapped[datetime] = _now()
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Touched on every page; a ``running`` row whose lock nobody holds and whose heartbeat is old was abandoned.

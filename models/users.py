@@ -100,6 +100,10 @@ def mapped_role(groups: Iterable[str], role_map: Mapping[str, str]) -> str | Non
     return max(roles, key=ROLE_PRIORITY.__getitem__) if roles else None
 
 
+# A stored row yields to an incoming one when the incoming one is newer, or when the row was retired only because
+# the directory did not show it: presence always wins over absence, whatever the timestamps say.
+_YIELDS = "(u.source_version <= EXCLUDED.source_version OR u.retired_by = 'absence')"
+
 _UPSERT_SQL = text(
     """
 WITH incoming AS (
@@ -112,30 +116,31 @@ WITH incoming AS (
 -- MATERIALIZED: computed once, then hash-joined in diff (inlined, it was re-joined with incoming for every row).
 old AS MATERIALIZED (
     SELECT u.id, u.asgardeo_id, u.username, u.email, u.first_name, u.last_name, u.groups, u.status, u.role,
-           u.source_version, i.source_version AS incoming_version
+           u.source_version, u.retired_by, i.source_version AS incoming_version
     FROM users u JOIN incoming i ON i.asgardeo_id = u.asgardeo_id
 ),
 up AS (
     INSERT INTO users AS u (asgardeo_id, username, email, first_name, last_name, groups, status, role,
                             source_version, last_seen_run_id, last_synced_at)
     SELECT asgardeo_id, username, email, first_name, last_name, groups, status, COALESCE(mapped_role, 'employee'),
-           source_version, CAST(:run_id AS bigint), now()
+           source_version, CAST(:seen_run_id AS bigint), now()
     FROM incoming
     ON CONFLICT (asgardeo_id) DO UPDATE SET
-        username = CASE WHEN u.source_version <= EXCLUDED.source_version THEN EXCLUDED.username ELSE u.username END,
-        email = CASE WHEN u.source_version <= EXCLUDED.source_version THEN EXCLUDED.email ELSE u.email END,
-        first_name = CASE WHEN u.source_version <= EXCLUDED.source_version
+        username = CASE WHEN @YIELDS@ THEN EXCLUDED.username ELSE u.username END,
+        email = CASE WHEN @YIELDS@ THEN EXCLUDED.email ELSE u.email END,
+        first_name = CASE WHEN @YIELDS@
                           THEN EXCLUDED.first_name ELSE u.first_name END,
-        last_name = CASE WHEN u.source_version <= EXCLUDED.source_version THEN EXCLUDED.last_name ELSE u.last_name END,
-        groups = CASE WHEN u.source_version <= EXCLUDED.source_version THEN EXCLUDED.groups ELSE u.groups END,
-        status = CASE WHEN u.source_version <= EXCLUDED.source_version THEN EXCLUDED.status ELSE u.status END,
-        role = CASE WHEN u.source_version <= EXCLUDED.source_version
+        last_name = CASE WHEN @YIELDS@ THEN EXCLUDED.last_name ELSE u.last_name END,
+        groups = CASE WHEN @YIELDS@ THEN EXCLUDED.groups ELSE u.groups END,
+        status = CASE WHEN @YIELDS@ THEN EXCLUDED.status ELSE u.status END,
+        role = CASE WHEN @YIELDS@
                          AND EXCLUDED.asgardeo_id = ANY(CAST(:mapped_ids AS text[]))
                     THEN EXCLUDED.role ELSE u.role END,
+        retired_by = CASE WHEN @YIELDS@ THEN NULL ELSE u.retired_by END,
         source_version = GREATEST(u.source_version, EXCLUDED.source_version),
         last_seen_run_id = COALESCE(EXCLUDED.last_seen_run_id, u.last_seen_run_id),
         last_synced_at = now(),
-        updated_at = CASE WHEN u.source_version <= EXCLUDED.source_version
+        updated_at = CASE WHEN @YIELDS@
                                AND (u.username, u.email, u.first_name, u.last_name, u.groups, u.status, u.role)
                                    IS DISTINCT FROM (EXCLUDED.username, EXCLUDED.email, EXCLUDED.first_name,
                                                      EXCLUDED.last_name, EXCLUDED.groups, EXCLUDED.status,
@@ -157,9 +162,12 @@ diff AS (
                             THEN jsonb_build_array(old.groups, up.groups) END,
              'status', CASE WHEN old.status IS DISTINCT FROM up.status
                             THEN jsonb_build_array(old.status, up.status) END,
-             'role', CASE WHEN old.role IS DISTINCT FROM up.role THEN jsonb_build_array(old.role, up.role) END
+             'role', CASE WHEN old.role IS DISTINCT FROM up.role THEN jsonb_build_array(old.role, up.role) END,
+             'reason', CASE WHEN old.retired_by = 'absence'
+                            THEN jsonb_build_array('absent from the directory', 'present in the directory') END
            )) AS changes,
-           (old.id IS NOT NULL AND old.source_version > old.incoming_version) AS stale
+           (old.id IS NOT NULL AND old.source_version > old.incoming_version
+            AND old.retired_by IS DISTINCT FROM 'absence') AS stale
     FROM up LEFT JOIN old ON old.asgardeo_id = up.asgardeo_id
 ),
 audit AS (
@@ -186,7 +194,7 @@ SELECT (SELECT count(*) FROM audit WHERE action = 'created') AS created,
                                                         'actor', CAST(:actor AS text)) ORDER BY id),
                              '[]') AS text)
         FROM audit) AS messages
-"""
+""".replace("@YIELDS@", _YIELDS)
 )
 
 
@@ -214,12 +222,14 @@ def upsert_users(
     event_jti: str | None = None,
     actor: str | None = None,
     role_map: Mapping[str, str] | None = None,
+    stamp_seen: bool = True,
 ) -> UpsertResult:
     """Insert or refresh many users in one statement, skipping fields of users whose stored version is newer.
 
     Safe to re-run with the same records (the second run changes nothing). Users who stop being active have their
     sessions revoked in the same transaction. ``run_id`` stamps every seen user, stale or not, so a reconciliation
-    knows who the directory still lists.
+    knows who the directory still lists; a single-user sync passes ``stamp_seen=False`` so it never overwrites the
+    stamp of a full run in progress (which would then ask for that user again).
     """
     if not records:
         return UpsertResult()
@@ -242,6 +252,7 @@ def upsert_users(
         "rows": orjson.dumps(rows).decode(),
         "mapped_ids": [row["asgardeo_id"] for row in rows if row["mapped_role"] is not None],
         "run_id": run_id,
+        "seen_run_id": run_id if stamp_seen else None,
         "source": source,
         "event_jti": event_jti,
         "actor": actor,
@@ -269,12 +280,17 @@ def apply_user_patch(
     event_jti: str | None = None,
     run_id: int | None = None,
     actor: str | None = None,
+    retired_by: str = "event",
 ) -> Change | None:
     """Apply a partial change (a webhook delta, a status flip, a deletion) unless it is stale.
 
     An unknown user is created from what the patch carries, so an update that overtakes its create is not lost and a
     deletion leaves a tombstone that keeps older events out. Returns the audit change, or ``None`` when nothing
     changed (stale, or already in that state), which makes a re-run a no-op.
+
+    A patch that leaves the user inactive or deleted records why (``retired_by``): ``event`` for a signed webhook
+    event, ``absence`` for a listing and a confirming 404. A later presence undoes only the latter, so an absence
+    never overrides a signed retirement.
     """
     unknown = set(fields) - set(IDENTITY_FIELDS)
     if unknown:
@@ -295,6 +311,8 @@ def apply_user_patch(
         if old != new:
             diff[name] = [old, new]
             setattr(user, name, new)
+    if "status" in fields:
+        user.retired_by = _retired_by(user.status, user.retired_by, retired_by)
     user.source_version = max(user.source_version, source_version)
     user.last_synced_at = datetime.now(UTC)
     if not diff and not inserted:
@@ -306,6 +324,29 @@ def apply_user_patch(
     if action in ("deactivated", "deleted"):
         revoke_user_sessions(session, [user.id], reason="user_deactivated")
     return change
+
+
+def retire_absent(
+    session: Session, asgardeo_id: str, *, asked_ms: int, source: str, run_id: int, actor: str | None = None
+) -> Change | None:
+    """Make a user the directory answered 404 for a ``deleted`` tombstone retired by absence, stamped with the time
+    of asking (so a later presence, which always wins over absence, brings them back). See :func:`apply_user_patch`."""
+    return apply_user_patch(
+        session,
+        asgardeo_id,
+        {"status": "deleted"},
+        source_version=asked_ms,
+        source=source,
+        run_id=run_id,
+        actor=actor,
+        retired_by="absence",
+    )
+
+
+def _retired_by(status: str, current: str | None, proposed: str) -> str | None:
+    if status == "active":
+        return None
+    return "event" if "event" in (current, proposed) else proposed
 
 
 def _action(inserted: bool, old_status: str, new_status: str) -> str:

@@ -29,6 +29,7 @@ from celery import Task
 from sqlalchemy import exc as sa_exc
 
 from models import inbox, logs
+from models.attributes import user_fields
 from models.batch_thread import BatchThread
 from models.db import unit_of_work
 from models.settings import get_settings
@@ -87,38 +88,32 @@ class PermanentEventError(ValueError):
 # --- mapping (pure) ------------------------------------------------------------------------------------------------
 
 
-def _first(value: Any) -> Any:
+def _one(value: Any, name: str, *, multi_valued: bool) -> str | None:
+    """The claim's value as text: the first of a JSON array, and of a comma-separated string only for a multi-valued
+    claim (a single-valued one keeps its commas, as SCIM does: "Smith, Jr.")."""
     if isinstance(value, list):
-        return value[0] if value else None
-    if isinstance(value, str) and "," in value:
-        return value.split(",", 1)[0].strip() or None
-    return value
-
-
-def _text(value: Any, name: str) -> str | None:
-    value = _first(value)
+        value = value[0] if value else None
+    elif multi_valued and isinstance(value, str) and "," in value:
+        value = value.split(",", 1)[0]
     if value is None or value == "":
         return None
     if not isinstance(value, str | int | float) or isinstance(value, bool):
         raise PermanentEventError(f"claim for {name} is not a string")
-    text = str(value).strip()
-    if name == "username" and "/" in text:
-        # SCIM and claims may prefix the user store ("DEFAULT/kim@example.com"); the table keeps the bare name.
-        text = text.split("/", 1)[1]
-    return text[:320] or None
+    return str(value)
 
 
-def _groups(value: Any) -> list[str]:
+def _names(value: Any) -> list[str]:
     if value is None or value == "":
         return []
     items = value if isinstance(value, list) else str(value).split(",")
     if not all(isinstance(item, str) for item in items):
         raise PermanentEventError("claim for groups is not a list of names")
-    return sorted({item.strip() for item in items if item.strip()})
+    return items
 
 
 def claims_to_fields(claims: object, *, removed: bool = False) -> dict[str, Any]:
-    """User fields from a list of ``{"uri", "value"}`` claims; unknown URIs are skipped.
+    """User fields from a list of ``{"uri", "value"}`` claims; unknown URIs are skipped. The values get the rules
+    SCIM resources get (:func:`models.attributes.user_fields`), so both paths write the same row.
 
     ``removed=True`` maps removed claims to empty values (``None``, or ``[]`` for groups).
     """
@@ -126,7 +121,7 @@ def claims_to_fields(claims: object, *, removed: bool = False) -> dict[str, Any]
         return {}
     if not isinstance(claims, list):
         raise PermanentEventError("claims must be a list")
-    fields: dict[str, Any] = {}
+    raw: dict[str, Any] = {}
     primary: set[str] = set()
     for claim in claims:
         if not isinstance(claim, dict):
@@ -141,11 +136,16 @@ def claims_to_fields(claims: object, *, removed: bool = False) -> dict[str, Any]
             primary.add(name)
         value = claim.get("value")
         if removed:
-            fields[name] = [] if name == "groups" else None
+            raw[name] = [] if name == "groups" else None
         elif name == "groups":
-            fields[name] = _groups(value)
+            raw[name] = _names(value)
         else:
-            fields[name] = _text(value, name)
+            raw[name] = _one(value, name, multi_valued=uri in SECONDARY_CLAIMS)
+    if removed:
+        return raw
+    fields = user_fields(raw)
+    if "groups" in fields:
+        fields["groups"] = list(fields["groups"])
     return fields
 
 
@@ -239,8 +239,22 @@ def _apply_row(session: Any, row: WebhookEvent) -> Outcome:
     )
 
 
+# Our own refusals say what is wrong with the event's shape and carry none of its values; anything else may (a database
+# error quotes its statement), so only its kind is kept.
+_DESCRIBED_ERRORS: tuple[type[BaseException], ...] = (PermanentEventError, inbox.InvalidEnvelope)
+SHORT_ERROR_CHARS = 200
+
+
+def short_error(error: BaseException) -> str:
+    """What an inbox row, the sync-health page and a log line may say about a failure: short, no personal data."""
+    if isinstance(error, _DESCRIBED_ERRORS):
+        return f"{type(error).__name__}: {error}"[:SHORT_ERROR_CHARS]
+    sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None)
+    return type(error).__name__ + (f" (SQLSTATE {sqlstate})" if isinstance(sqlstate, str) else "")
+
+
 def _record(event_id: int, error: BaseException, *, final: bool) -> None:
-    message = f"{type(error).__name__}: {error}"
+    message = short_error(error)
     try:
         with unit_of_work() as session:
             if final:
@@ -287,9 +301,11 @@ def apply(self: Task, event_id: int) -> str:
     with logs.bind(event_id=event_id):
         try:
             outcome = apply_event(event_id)
-        except ValueError as exc:  # PermanentEventError, InvalidEnvelope, or a field the user rules refuse
+        except (ValueError, sa_exc.DataError) as exc:
+            # PermanentEventError, InvalidEnvelope, a field the user rules refuse, or a value Postgres refuses:
+            # retrying cannot help.
             _record(event_id, exc, final=True)
-            log.warning("event failed permanently", extra={"error": str(exc)})
+            log.warning("event failed permanently", extra={"error": short_error(exc)})
             metrics.inc("events_applied", outcome="failed")
             return "failed"
         metrics.inc("events_applied", outcome=outcome.status)

@@ -17,7 +17,7 @@ from typing import Any
 from models.db import unit_of_work
 from models.guard_review import decide, finish_approval, get_review, outcome_counts, undecided
 from models.settings import get_settings
-from models.users import apply_user_patch, upsert_users
+from models.users import retire_absent, upsert_users
 from tasks.app import app
 from tasks.arguments import positive_id
 from tasks.errors import DirectoryError, UserGone
@@ -50,14 +50,8 @@ def approve_review(run_id: int, actor: str | None, *, client: ScimClient | None 
                 record = scim.get_user(asgardeo_id)
             except UserGone:
                 with unit_of_work() as session:
-                    change = apply_user_patch(
-                        session,
-                        asgardeo_id,
-                        {"status": "deleted"},
-                        source_version=asked_ms,
-                        source=SOURCE,
-                        run_id=run_id,
-                        actor=actor,
+                    change = retire_absent(
+                        session, asgardeo_id, asked_ms=asked_ms, source=SOURCE, run_id=run_id, actor=actor
                     )
                     decide(session, run_id, user_id, "retired" if change is not None else "unchanged")
                 if change is not None:

@@ -11,11 +11,14 @@
    app's own fields, skips stale rows and stamps every seen user with the run id, plus the run row's counters.
    Changes are published after each commit, one message per transaction. While a run grows the table (a first
    sync), ``users`` is re-analyzed so the statement's plans fit its size.
-3. Only if the listing completed: every active local user the listing did not show is asked for with a single GET
+3. Only if the listing completed: every local user (not deleted) the listing did not show is asked for with a single GET
    (index paging shifts when users are added or removed mid-run, so "not listed" does not yet mean "gone"). A user
    that answers is upserted; a 404 is really gone.
 4. If the really-gone exceed ``RECONCILE_MAX_DEACTIVATE_SHARE`` of all (non-deleted) users, the run stops as
    ``guarded`` and retires nobody; else each becomes a ``deleted`` tombstone (sessions revoked, audited, published).
+5. Unlisted users whose GET failed (neither present nor confirmed gone) are kept as they are, and the run ends
+   ``partial``, naming them on the run row (``unconfirmed``): if they were deleted at the directory they still have
+   access, which an operator must see (``flask sync run`` exits non-zero, the sync-health page shows it).
 
 A listing that fails part-way marks the run ``failed`` and retires nobody. Re-running is always safe.
 """
@@ -54,10 +57,11 @@ from models.runs import (
 )
 from models.settings import get_settings
 from models.tables import User
-from models.users import Change, apply_user_patch, upsert_users
+from models.users import Change, retire_absent, upsert_users
 from tasks.app import app
 from tasks.arguments import positive_id
-from tasks.errors import DirectoryError, UserGone
+from tasks.config_warnings import DIRECTORY_UNUSABLE, record_warning
+from tasks.errors import DirectoryError, DirectoryUnavailable, UserGone
 from tasks.live import publish_changes, publish_encoded
 from tasks.scim import Listing, ScimClient
 
@@ -70,6 +74,8 @@ BATCH_PAGES = 4
 # Concurrent page transactions: Postgres works on one while Python parses and sends the next.
 PAGE_WRITERS = 3
 CONFIRM_BATCH = 500
+# A partial run names at most this many unconfirmed users on its row (the count is in its error).
+MAX_UNCONFIRMED_NAMED = 1000
 RETIRE_BATCH = 200
 SOURCE = "reconcile"
 # Re-ANALYZE ``users`` whenever this run has grown it past twice what the planner last counted (and by at least this
@@ -194,6 +200,8 @@ def reconcile_all(
             retirement = _retire_missing(scim, run_id, counters, report, share)
             status = retirement.status
         except DirectoryError as exc:
+            if isinstance(exc, DirectoryUnavailable):
+                record_warning(DIRECTORY_UNUSABLE, run_id=run_id)
             failure = f"listing incomplete, nobody deactivated: {exc}"
             log.warning("reconciliation failed", extra={"run_id": run_id, "error": str(exc)})
             with unit_of_work() as session:
@@ -208,6 +216,7 @@ def reconcile_all(
                 finish_run(session, run_id, "failed", error=f"unexpected {type(exc).__name__}", counters=counters)
             raise
         error: str | None = None
+        unconfirmed: list[str] | None = None
         with unit_of_work() as session:
             if status == "guarded":
                 # The admin's review (approve or dismiss on the run's page) starts from these candidates.
@@ -224,7 +233,14 @@ def reconcile_all(
                     f" {retirement.confirmed_gone} are gone, more than RECONCILE_MAX_DEACTIVATE_SHARE allows"
                     f" ({retirement.allowed}); none were deactivated. Review the run to approve or dismiss."
                 )
-            finish_run(session, run_id, status, error=error, counters=counters)
+            elif retirement.unconfirmed:
+                unconfirmed = retirement.unconfirmed[:MAX_UNCONFIRMED_NAMED]
+                error = (
+                    f"{len(retirement.unconfirmed)} unlisted user(s) could not be confirmed gone or present; kept as"
+                    " they were (listed in unconfirmed)"
+                )
+                status = "partial"
+            finish_run(session, run_id, status, error=error, counters=counters, unconfirmed=unconfirmed)
         report("done", counters)
         log.info("reconciliation finished", extra={"run_id": run_id, "status": status, "counters": counters.as_dict()})
         return Outcome(run_id, status, counters, error)
@@ -379,20 +395,30 @@ class _Retirement:
     population: int
     allowed: int
     confirmed_gone: int
+    # Users whose confirmation failed: neither retired nor seen, so the run is ``partial``.
+    unconfirmed: list[str]
 
 
 def _retire_missing(scim: ScimClient, run_id: int, counters: Counters, report: Progress, share: float) -> _Retirement:
-    """Confirm unseen active users one by one; retire the really-gone unless the guard trips."""
+    """Confirm unseen users one by one; retire the really-gone unless the guard trips."""
     with unit_of_work() as session:
         population = session.execute(select(func.count()).where(User.status != "deleted")).scalar_one()
     allowed = math.floor(share * population)
     gone: list[tuple[str, int]] = []
+    unconfirmed: list[str] = []
     after_id = 0
     while True:
         with unit_of_work() as session:
             batch = session.execute(
                 select(User.id, User.asgardeo_id)
-                .where(User.status == "active", User.last_seen_run_id.is_distinct_from(run_id), User.id > after_id)
+                .where(
+                    # Inactive users too: one deleted at the directory (its event lost) must become a tombstone.
+                    User.status != "deleted",
+                    User.last_seen_run_id.is_distinct_from(run_id),
+                    User.id > after_id,
+                    # Only a login ever described this row (see models.identity): no directory vouched for it.
+                    User.source_version > 0,
+                )
                 .order_by(User.id)
                 .limit(CONFIRM_BATCH)
             ).all()
@@ -410,11 +436,12 @@ def _retire_missing(scim: ScimClient, run_id: int, counters: Counters, report: P
                         "reconciliation guard tripped",
                         extra={"run_id": run_id, "gone_so_far": len(gone), "allowed": allowed},
                     )
-                    return _Retirement("guarded", population, allowed, len(gone))
+                    return _Retirement("guarded", population, allowed, len(gone), unconfirmed)
                 continue
             except (ValueError, DirectoryError) as exc:
                 # Not confirmed gone, so kept; the next run asks again.
                 counters.failed += 1
+                unconfirmed.append(asgardeo_id)
                 log.warning("could not confirm an unlisted user", extra={"run_id": run_id, "error": str(exc)})
                 continue
             with unit_of_work() as session:
@@ -432,16 +459,14 @@ def _retire_missing(scim: ScimClient, run_id: int, counters: Counters, report: P
         changes: list[Change] = []
         with unit_of_work() as session:
             for asgardeo_id, asked_ms in gone[start : start + RETIRE_BATCH]:
-                change = apply_user_patch(
-                    session, asgardeo_id, {"status": "deleted"}, source_version=asked_ms, source=SOURCE, run_id=run_id
-                )
+                change = retire_absent(session, asgardeo_id, asked_ms=asked_ms, source=SOURCE, run_id=run_id)
                 if change is not None:
                     changes.append(change)
                     counters.deactivated += 1
             record_progress(session, run_id, counters)
         publish_changes(changes)
         report("deactivating", counters)
-    return _Retirement("succeeded", population, allowed, len(gone))
+    return _Retirement("succeeded", population, allowed, len(gone), unconfirmed)
 
 
 @app.task(

@@ -10,10 +10,10 @@ The M2M access token is cached in Redis (shared by every process) until shortly 
 when a SCIM call answers 401. It is a secret: it never reaches a log line.
 
 Parsing is hand-written over plain dicts rather than scim2-models: validating 100,000 pydantic models per nightly
-scan costs tens of seconds, and the product needs only a few attributes. The rules:
+scan costs tens of seconds, and the product needs only a few attributes. The values read are then given the rules
+webhook claims get too (:mod:`models.attributes`: store prefixes, lengths). Here:
 
-- ``userName`` loses its user-store prefix (``DEFAULT/kim@example.com`` -> ``kim@example.com``); WSO2 writes store
-  names in upper case, so only an upper-case ``STORE/`` prefix is stripped.
+- ``userName`` and group names (``display``, else ``value``) go through those shared rules.
 - ``emails`` may hold plain strings or ``{value, primary}`` objects; the primary one wins, else the first.
 - ``accountDisabled``/``accountLocked`` of ``urn:scim:wso2:schema`` may be booleans or ``"true"``/``"false"``;
   either one true, or ``active: false``, makes the user ``inactive``.
@@ -42,6 +42,7 @@ import orjson
 import redis
 import requests
 
+from models import attributes
 from models.settings import Settings, get_settings
 from models.users import UserRecord
 from tasks import metrics
@@ -61,7 +62,6 @@ TOKEN_EXPIRY_MARGIN_SECONDS = 60
 TOKEN_MEMO_SECONDS = 30.0
 MAX_ID_LENGTH = 64
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$")
-_STORE_PREFIX = re.compile(r"^[A-Z0-9][A-Z0-9_.-]*/")
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
@@ -74,11 +74,6 @@ def valid_id(value: object) -> bool:
     return isinstance(value, str) and _ID.fullmatch(value) is not None
 
 
-def strip_store(value: str) -> str:
-    """``DEFAULT/kim@example.com`` -> ``kim@example.com``; names without an upper-case store prefix unchanged."""
-    return _STORE_PREFIX.sub("", value, count=1)
-
-
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
@@ -89,13 +84,6 @@ def _flag(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() == "true"
     return False
-
-
-def _text(value: Any, limit: int = 320) -> str | None:
-    if not isinstance(value, str):
-        return None
-    value = value.strip()
-    return value[:limit] if value else None
 
 
 def _epoch_ms(value: Any) -> int | None:
@@ -112,15 +100,15 @@ def _epoch_ms(value: Any) -> int | None:
 
 def _primary_email(emails: Any) -> str | None:
     if isinstance(emails, str):
-        return _text(emails)
+        return attributes.email(emails)
     if not isinstance(emails, list):
         return None
     first: str | None = None
     for item in emails:
         if isinstance(item, str):
-            value, primary = _text(item), False
+            value, primary = attributes.email(item), False
         elif isinstance(item, Mapping):
-            value, primary = _text(item.get("value")), _flag(item.get("primary"))
+            value, primary = attributes.email(item.get("value")), _flag(item.get("primary"))
         else:
             continue
         if value and primary:
@@ -129,16 +117,16 @@ def _primary_email(emails: Any) -> str | None:
     return first
 
 
-def _groups(groups: Any) -> tuple[str, ...]:
+def _group_names(groups: Any) -> list[Any]:
     if not isinstance(groups, list):
-        return ()
-    names: list[str] = []
-    for item in groups:
-        raw = item.get("display") or item.get("value") if isinstance(item, Mapping) else item
-        name = _text(raw, 200)
-        if name:
-            names.append(strip_store(name))
-    return tuple(names)
+        return []
+    # A group's name is its ``display``; ``value`` (its id) stands in only where no display is given.
+    return [
+        (item.get("value") if item.get("display") is None else item.get("display"))
+        if isinstance(item, Mapping)
+        else item
+        for item in groups
+    ]
 
 
 def parse_user(resource: Any, *, fetched_ms: int | None = None) -> UserRecord:
@@ -148,7 +136,6 @@ def parse_user(resource: Any, *, fetched_ms: int | None = None) -> UserRecord:
     asgardeo_id = resource.get("id")
     if not isinstance(asgardeo_id, str) or not valid_id(asgardeo_id):
         raise InvalidResource("resource has no usable id")
-    username = _text(resource.get("userName"))
     name = _mapping(resource.get("name"))
     extension = _mapping(resource.get(WSO2_SCHEMA))
     meta = _mapping(resource.get("meta"))
@@ -163,11 +150,11 @@ def parse_user(resource: Any, *, fetched_ms: int | None = None) -> UserRecord:
         version = fetched_ms if fetched_ms is not None else time.time_ns() // 1_000_000
     return UserRecord(
         asgardeo_id=asgardeo_id,
-        username=strip_store(username) if username else None,
+        username=attributes.username_from_directory(resource.get("userName")),
         email=_primary_email(resource.get("emails")),
-        first_name=_text(name.get("givenName"), 200),
-        last_name=_text(name.get("familyName"), 200),
-        groups=_groups(resource.get("groups")),
+        first_name=attributes.person_name(name.get("givenName")),
+        last_name=attributes.person_name(name.get("familyName")),
+        groups=attributes.group_names(_group_names(resource.get("groups"))),
         status="inactive" if inactive else "active",
         source_version=version,
     )
@@ -273,7 +260,9 @@ class ScimClient:
         self._shared_http = http
         self._local = threading.local()
         self._cache = cache or get_redis()
-        digest = hashlib.sha256(f"{self.base_url}|{cid}".encode()).hexdigest()[:16]
+        # The secret is part of the key: after it changes, a token fetched with the old one is not used (and a
+        # refused new secret shows at once instead of when the cached token expires).
+        digest = hashlib.sha256(f"{self.base_url}|{cid}|{secret}".encode()).hexdigest()[:16]
         self._token_key = key(f"scim:token:{digest}")
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
@@ -484,6 +473,15 @@ class ScimClient:
         finally:
             # Pages requested ahead of an error (or of a consumer that stopped) are not waited for.
             pool.shutdown(wait=False, cancel_futures=True)
+
+    def find_users(self, attribute: str, value: str, limit: int = 2) -> list[UserRecord]:
+        """Users whose ``attribute`` (``userName`` or ``emails``) equals ``value`` (a SCIM ``eq`` filter), at most
+        ``limit``: asking for two tells "exactly one" from "ambiguous" in one request."""
+        quoted = value.replace("\\", "\\\\").replace('"', '\\"')
+        response = self._scim("/Users", {"filter": f'{attribute} eq "{quoted}"', "startIndex": 1, "count": limit})
+        if response.status_code != 200:
+            raise DirectoryUnavailable(f"SCIM filtered listing answered HTTP {response.status_code}")
+        return read_listing(self._json(response), 1).parse().users[:limit]
 
     def get_user(self, asgardeo_id: str) -> UserRecord:
         """One user by SCIM id; raises :class:`UserGone` on 404."""

@@ -1,8 +1,11 @@
 """Single-user sync from SCIM: webhook deltas, logins and admins ask for one user to be refreshed.
 
 ``users.sync(asgardeo_id, trigger=...)`` is sent by :func:`tasks.coalesce.request_user_refresh` and by the admin
-API (which also passes the ``run_id`` of the row it created). It fetches the user and upserts it; a 404 makes the
-user a ``deleted`` tombstone (sessions revoked). Each call is one ``sync_runs`` row of kind ``user``; retries of a
+API (which also passes the ``run_id`` of the row it created). It fetches the user and upserts it. A 404 retires the
+user (a ``deleted`` tombstone retired by absence, sessions revoked) only when someone asked for this user explicitly
+(an admin, the CLI): a background refresh (:data:`BACKGROUND_TRIGGERS`: after a login or a partial event) never
+retires on its own, because a 404 there may only mean the login's subject is not a directory id, or a passing fault;
+the nightly run confirms absence properly. Each call is one ``sync_runs`` row of kind ``user``; retries of a
 call keep that row. Transient failures retry with exponential backoff and jitter up to :data:`MAX_RETRIES`;
 permanent ones (credentials refused, bad answer, bad id) are recorded as ``failed`` and not retried.
 """
@@ -18,8 +21,9 @@ from typing import Any
 from models.db import unit_of_work
 from models.runs import Counters, finish_run, get_run, mark_started, note_error, start_user_run
 from models.settings import get_settings
-from models.users import Change, apply_user_patch, upsert_users
+from models.users import Change, retire_absent, upsert_users
 from tasks.app import app, broker_countdown
+from tasks.config_warnings import DIRECTORY_UNUSABLE, LOGIN_SUBJECT_UNRESOLVED, record_warning
 from tasks.errors import DirectoryUnavailable, TransientError, UserGone
 from tasks.live import publish_changes
 from tasks.scim import ScimClient, valid_id
@@ -27,6 +31,8 @@ from tasks.scim import ScimClient, valid_id
 log = logging.getLogger(__name__)
 
 SOURCE = "sync"
+# Refreshes nobody asked for by name: a 404 there retires nobody.
+BACKGROUND_TRIGGERS = frozenset({"login", "event", "webhook"})
 MAX_RETRIES = 5
 BACKOFF_CAP_SECONDS = 300
 
@@ -83,15 +89,11 @@ def sync_user(
     try:
         record = (client or ScimClient()).get_user(asgardeo_id)
     except UserGone:
+        if trigger in BACKGROUND_TRIGGERS:
+            return _not_found_in_background(asgardeo_id, trigger=trigger, run_id=run_id)
         with unit_of_work() as session:
-            change = apply_user_patch(
-                session,
-                asgardeo_id,
-                {"status": "deleted"},
-                source_version=asked_ms,
-                source=SOURCE,
-                run_id=run_id,
-                actor=requested_by,
+            change = retire_absent(
+                session, asgardeo_id, asked_ms=asked_ms, source=SOURCE, run_id=run_id, actor=requested_by
             )
             if change is not None:
                 changes.append(change)
@@ -108,6 +110,7 @@ def sync_user(
     except DirectoryUnavailable as exc:
         with unit_of_work() as session:
             finish_run(session, run_id, "failed", error=str(exc), counters=Counters(failed=1))
+        record_warning(DIRECTORY_UNUSABLE, run_id=run_id)
         log.warning("user sync failed", extra={"run_id": run_id, "user_id": asgardeo_id, "error": str(exc)})
         return SyncResult(run_id, "failed", error=str(exc))
     with unit_of_work() as session:
@@ -118,6 +121,7 @@ def sync_user(
             run_id=run_id,
             actor=requested_by,
             role_map=get_settings().group_roles or None,
+            stamp_seen=False,
         )
         counters.created, counters.updated = result.created, result.updated
         counters.unchanged = result.unchanged + result.stale
@@ -126,6 +130,19 @@ def sync_user(
     action = result.changes[0].action if result.changes else "unchanged"
     log.info("user synced", extra={"run_id": run_id, "user_id": asgardeo_id, "action": action})
     return SyncResult(run_id, "succeeded", action)
+
+
+def _not_found_in_background(asgardeo_id: str, *, trigger: str, run_id: int) -> SyncResult:
+    """A background refresh answered 404: record it on the run, warn when a login's subject did not resolve, and
+    change nobody."""
+    note = "not found in the directory; a background refresh retires nobody"
+    with unit_of_work() as session:
+        finish_run(session, run_id, "succeeded", error=note, counters=Counters(seen=1, unchanged=1))
+    if trigger == "login":
+        record_warning(LOGIN_SUBJECT_UNRESOLVED, run_id=run_id)
+    else:
+        log.info("user refresh found no user; left as it is", extra={"run_id": run_id, "user_id": asgardeo_id})
+    return SyncResult(run_id, "succeeded", "not_found")
 
 
 @app.task(name="users.sync", bind=True, acks_late=True, max_retries=MAX_RETRIES)

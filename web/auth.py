@@ -27,7 +27,9 @@ from flask import Blueprint, current_app, g, jsonify, redirect, render_template,
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
+from models.attributes import username_from_directory
 from models.db import unit_of_work
+from models.identity import MAX_SUBJECT_LENGTH, find_login_user, first_login_id
 from models.sessions import (
     IssuedSession,
     create_session,
@@ -40,6 +42,7 @@ from models.tables import User
 from models.users import Change, UserRecord, get_by_asgardeo_id, has_active_admin, record_change, upsert_users
 from tasks.live import publish_changes
 from tasks.login import login_followup
+from tasks.scim import valid_id
 from web import oidc
 from web.access import current_app_session, current_user, require_login
 from web.errors import error_response, wants_json
@@ -50,7 +53,7 @@ bp = Blueprint("auth", __name__, url_prefix="/auth")
 log = logging.getLogger(__name__)
 
 MAX_NEXT_CHARS = 512
-_CLAIM_LIMITS = {"username": 320, "email": 320, "given_name": 200, "family_name": 200}
+_CLAIM_LIMITS = {"username": 320, "preferred_username": 320, "email": 320, "given_name": 200, "family_name": 200}
 
 
 def _settings() -> Settings:
@@ -90,13 +93,18 @@ def _claim_text(claims: dict[str, Any], name: str) -> str | None:
     return value
 
 
-def record_from_claims(claims: dict[str, Any]) -> UserRecord:
-    """A new user as the ID token describes them; ``source_version`` 0 so any directory sync data wins over it."""
+def record_from_claims(claims: dict[str, Any], asgardeo_id: str | None = None) -> UserRecord:
+    """A new user as the ID token describes them; ``source_version`` 0 so any directory sync data wins over it.
+
+    ``asgardeo_id`` defaults to the ``sub``. The username is Asgardeo's ``username`` claim, else the standard
+    ``preferred_username``, else the email.
+    """
     groups = claims.get("groups")
     email = _claim_text(claims, "email")
+    username = _claim_text(claims, "username") or _claim_text(claims, "preferred_username") or email
     return UserRecord(
-        asgardeo_id=str(claims["sub"]),
-        username=_claim_text(claims, "username") or email,
+        asgardeo_id=asgardeo_id or str(claims["sub"]),
+        username=username_from_directory(username),
         email=email,
         first_name=_claim_text(claims, "given_name"),
         last_name=_claim_text(claims, "family_name"),
@@ -132,12 +140,12 @@ def complete_login(session: Session, claims: dict[str, Any], *, id_token: str, s
     ``OIDC_REQUIRE_EMAIL`` is on, an unknown user with ``OIDC_JIT_CREATE`` off, an inactive or deleted user (403).
     """
     sub = claims.get("sub")
-    if not isinstance(sub, str) or not sub or len(sub) > 64:
+    if not isinstance(sub, str) or not sub or len(sub) > MAX_SUBJECT_LENGTH:
         raise LoginRejected("invalid_id_token", "The ID token carries no usable sub (subject) claim.")
     if settings.oidc_require_email and not _claim_text(claims, "email"):
         raise LoginRejected("email_required", "This application needs an email address on your account.", 403)
     changes: list[Change] = []
-    user = get_by_asgardeo_id(session, sub)
+    user = find_login_user(session, sub, settings.oidc_subject_attribute)
     if user is None:
         if not settings.oidc_jit_create:
             raise LoginRejected(
@@ -145,11 +153,11 @@ def complete_login(session: Session, claims: dict[str, Any], *, id_token: str, s
                 "Your account is not known to this application yet; ask an administrator to sync it.",
                 403,
             )
-        changes = upsert_users(
-            session, [record_from_claims(claims)], source="login", role_map=settings.group_roles or None
-        ).changes
-        user = get_by_asgardeo_id(session, sub)
+        record = record_from_claims(claims, first_login_id(sub, settings.oidc_subject_attribute, valid=valid_id(sub)))
+        changes = upsert_users(session, [record], source="login", role_map=settings.group_roles or None).changes
+        user = get_by_asgardeo_id(session, record.asgardeo_id)
         assert user is not None  # the upsert above just wrote it
+        user.oidc_subject = sub
     if user.status != "active":
         raise LoginRejected("account_inactive", f"This account is {user.status}; sign-in is not allowed.", 403)
     # The first admin is made once: only while the application has no active admin, so an admin's later
@@ -301,7 +309,7 @@ def backchannel_logout() -> Response:
     sid, sub = claims.get("sid"), claims.get("sub")
     with unit_of_work() as session:
         if sid:
-            revoked = revoke_sessions_by_sid(session, sid, reason="backchannel_logout", asgardeo_id=sub)
+            revoked = revoke_sessions_by_sid(session, sid, reason="backchannel_logout", subject=sub)
         else:
             revoked = revoke_subject_sessions(session, str(sub), reason="backchannel_logout")
     log.info("back-channel logout", extra={"jti": claims.get("jti"), "revoked": revoked})

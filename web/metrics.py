@@ -42,6 +42,7 @@ COUNTERS = {
     "rate_budget_wait_seconds": "Seconds spent waiting for the shared SCIM rate budget",
     "housekeeping_removed": "Rows removed by housekeeping under the retention settings, by kind",
     "housekeeping_runs": "Housekeeping runs, by status (done, partial, refused)",
+    "config_warnings": "Configuration problems seen by workers, by code (see the sync-health page)",
 }
 HISTOGRAMS = {"webhook_intake_seconds": "Time to accept one webhook delivery (verify, store, enqueue)"}
 

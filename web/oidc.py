@@ -141,6 +141,42 @@ def _client() -> Any:
     return client
 
 
+def expected_issuer(settings: Settings) -> str | None:
+    """The issuer as configured, character for character (``OIDC_ISSUER`` as given, else Asgardeo's)."""
+    return settings.oidc_issuer or settings.issuer
+
+
+def provider_metadata(client: Any) -> dict[str, Any]:
+    """The provider's discovery document, whose ``issuer`` must equal the configured one exactly (OpenID Connect
+    Discovery 1.0, section 4.3: otherwise its contents must not be used). Raises :class:`LoginRejected` (502)."""
+    with provider_call("discovery"):
+        metadata: dict[str, Any] = client.load_server_metadata()
+    expected = expected_issuer(_settings())
+    if metadata.get("issuer") != expected:
+        log.warning("discovery issuer mismatch", extra={"expected": expected, "found": str(metadata.get("issuer"))})
+        raise LoginRejected(
+            "issuer_mismatch",
+            "The sign-in provider's discovery document names another issuer than the one configured"
+            " (OIDC_ISSUER or ASGARDEO_BASE_URL); sign-in stays off until they are identical.",
+            status=502,
+        )
+    return metadata
+
+
+def check_response_issuer(args: Mapping[str, str], metadata: Mapping[str, Any]) -> None:
+    """RFC 9207: an authorization response's ``iss`` must be the provider's issuer; a provider that announces the
+    parameter must send it. Defeats mix-up attacks between providers."""
+    iss = args.get("iss")
+    if iss is None:
+        if metadata.get("authorization_response_iss_parameter_supported") is True:
+            raise LoginRejected("invalid_issuer", "The sign-in response lacks the iss parameter its provider promises.")
+        return
+    if iss != metadata.get("issuer"):
+        raise LoginRejected(
+            "invalid_issuer", "The sign-in response comes from another issuer; start the sign-in again."
+        )
+
+
 @contextmanager
 def provider_call(what: str) -> Iterator[None]:
     """Time a call to the provider into ``g.provider_seconds`` and map network failures to ProviderUnavailable."""
@@ -164,6 +200,7 @@ def provider_call(what: str) -> Iterator[None]:
 def authorization_url(redirect_uri: str, next_path: str) -> str:
     """Start a login: a fresh ``state``, ``nonce`` and PKCE verifier kept in Flask's signed session cookie."""
     client = _client()
+    provider_metadata(client)
     with provider_call("discovery"):
         created = client.create_authorization_url(redirect_uri)
     url = str(created.pop("url"))
@@ -192,6 +229,8 @@ def finish_login(args: Mapping[str, str]) -> VerifiedLogin:
     state_data = client.framework.get_state_data(session, state) if 0 < len(state) <= MAX_STATE_CHARS else None
     if state:
         client.framework.clear_state_data(session, state)
+    metadata = provider_metadata(client)
+    check_response_issuer(args, metadata)
     if args.get("error"):
         code = args["error"][:64]
         if not code.replace("_", "").isalnum():
@@ -228,7 +267,7 @@ def finish_login(args: Mapping[str, str]) -> VerifiedLogin:
     settings = _settings()
     try:
         with provider_call("jwks"):
-            issuer = str(client.load_server_metadata().get("issuer") or settings.issuer)
+            issuer = str(metadata["issuer"])
             userinfo = client.parse_id_token(
                 token,
                 nonce=state_data.get("nonce"),
@@ -253,8 +292,7 @@ def end_session_url(id_token_hint: str | None) -> str | None:
     settings = _settings()
     try:
         client = _client()
-        with provider_call("discovery"):
-            metadata = client.load_server_metadata()
+        metadata = provider_metadata(client)
         if not metadata.get("end_session_endpoint"):
             return None
         created = client.create_logout_url(
@@ -283,8 +321,7 @@ def verify_logout_token(logout_token: str) -> dict[str, Any]:
         raise LoginRejected("invalid_request", "The form field logout_token is missing or too large.")
     client = _client()
     settings = _settings()
-    with provider_call("discovery"):
-        metadata = client.load_server_metadata()
+    metadata = provider_metadata(client)
     algorithms = metadata.get("id_token_signing_alg_values_supported") or DEFAULT_ALGORITHMS
     registry = JWSRegistry(algorithms=[a for a in algorithms if a != "none"])
     try:
@@ -296,7 +333,7 @@ def verify_logout_token(logout_token: str) -> dict[str, Any]:
                 log.warning("logout token with an unknown kid; the JWKS was re-read moments ago, so not again")
                 raise
             decoded = jwt.decode(logout_token, _key_set(client, force=True), registry=registry)
-        issuer = str(metadata.get("issuer") or settings.issuer)
+        issuer = str(metadata["issuer"])
         jwt.JWTClaimsRegistry(
             leeway=settings.oidc_clock_leeway_seconds,
             iss={"essential": True, "value": issuer},

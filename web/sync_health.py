@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from models.db import unit_of_work
 from models.settings import Settings
 from models.tables import EVENT_STATUSES, SyncRun, User, WebhookEvent
+from tasks.config_warnings import warnings
 from tasks.housekeeping import last_report
 from tasks.jti_conflicts import recent_conflicts
 from tasks.subscriptions import subscriptions
@@ -51,6 +52,7 @@ def _run(run: SyncRun | None) -> dict[str, Any] | None:
         },
         "pages_done": run.pages_done,
         "error": run.error,
+        "unconfirmed": run.unconfirmed or [],
     }
 
 
@@ -86,6 +88,10 @@ def snapshot(session: Session) -> dict[str, Any]:
         "housekeeping": _housekeeping(),
         "subscriptions": {
             channel: _handshake(entry, last_delivery) for channel, entry in sorted(subscriptions().items())
+        },
+        "config_warnings": {
+            code: {**entry, "last_at": _iso(datetime.fromtimestamp(entry["last_at"], UTC))}
+            for code, entry in sorted(warnings().items())
         },
     }
 

@@ -63,6 +63,13 @@ def local_users() -> dict[str, dict[str, Any]]:
         }
 
 
+NAME_COLUMN = 200
+
+
+def cut(value: str | None, length: int) -> str | None:
+    return value[:length] if value else value
+
+
 def expected_users(dump: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], set[str]]:
     """The stand-in's dump read independently of the product's SCIM parser: ``({id: fields}, deleted ids)``."""
     expected: dict[str, dict[str, Any]] = {}
@@ -74,11 +81,12 @@ def expected_users(dump: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], set
         inactive = (
             str(flags.get("accountDisabled")).lower() == "true" or str(flags.get("accountLocked")).lower() == "true"
         )
+        # The documented rules, written out again: only the primary store's prefix goes; names are cut to 200.
         expected[resource["id"]] = {
             "username": resource["userName"].removeprefix("DEFAULT/"),
             "email": primary,
-            "first_name": name.get("givenName"),
-            "last_name": name.get("familyName"),
+            "first_name": cut(name.get("givenName"), NAME_COLUMN),
+            "last_name": cut(name.get("familyName"), NAME_COLUMN),
             "groups": sorted(g["display"] for g in resource.get("groups") or []),
             "status": "inactive" if inactive else "active",
         }

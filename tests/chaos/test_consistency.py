@@ -27,6 +27,16 @@ WEIGHTS = {"create": 12, "update": 38, "disable": 10, "enable": 10, "lock": 10, 
 GIVEN = ("Ana", "Bo", "Chen", "Dana", "Eli", "Femi", "Gia", "Hugo")
 FAMILY = ("Smith", "Okafor", "Tanaka", "Silva", "Novak", "Haddad")
 GROUPS = ("Employees", "Engineering", "Sales", "HR", "Finance", "Support")
+# Usernames from several user stores (a secondary store keeps its prefix; two stores may hold one bare name), and
+# names longer than their columns (cut to 200, never a failed event).
+STORES = ("", "", "", "HR/", "CONTRACTORS/")
+LONG_NAME_SHARE = 0.1
+
+
+def person_name(rng: random.Random, names: tuple[str, ...]) -> str:
+    if rng.random() < LONG_NAME_SHARE:
+        return rng.choice(names) + "-" + "x" * rng.randint(200, 300)
+    return rng.choice(names)
 
 
 def random_changes(directory: Any, rng: random.Random, count: int) -> dict[str, int]:
@@ -38,25 +48,27 @@ def random_changes(directory: Any, rng: random.Random, count: int) -> dict[str, 
         kind = rng.choices(kinds, weights)[0]
         if kind == "create" or not live:
             name = f"chaos{i:05d}@example.com"
-            user = directory.create_user(
-                name,
-                email=name,
-                given_name=rng.choice(GIVEN),
-                family_name=rng.choice(FAMILY),
-                groups=rng.sample(GROUPS, 2),
-            )
-            live.append(user.id)
+            # Every fifth creation makes the same bare name in the primary store and in a secondary one.
+            for store in ("", "HR/") if i % 5 == 0 else (rng.choice(STORES),):
+                user = directory.create_user(
+                    store + name,
+                    email=name,
+                    given_name=person_name(rng, GIVEN),
+                    family_name=person_name(rng, FAMILY),
+                    groups=rng.sample(GROUPS, 2),
+                )
+                live.append(user.id)
             done["create"] += 1
             continue
         target = rng.choice(live)
         if kind == "update":
             field = rng.choice(("given_name", "family_name", "email", "groups", "username"))
             value: Any = {
-                "given_name": rng.choice(GIVEN),
-                "family_name": rng.choice(FAMILY),
+                "given_name": person_name(rng, GIVEN),
+                "family_name": person_name(rng, FAMILY),
                 "email": f"mail{i:05d}@example.com",
                 "groups": rng.sample(GROUPS, rng.randint(0, 3)),
-                "username": f"renamed{i:05d}@example.com",
+                "username": f"{rng.choice(STORES)}renamed{i:05d}@example.com",
             }[field]
             directory.update_profile(target, {field: value})
         elif kind == "delete":

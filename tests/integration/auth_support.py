@@ -131,6 +131,8 @@ class FakeIdP:
         self.token_delay = 0.0
         self.token_status = 200
         self.token_body: dict[str, Any] | None = None
+        # Entries replacing or adding to the discovery document (a foreign issuer, RFC 9207 support, ...).
+        self.discovery_overrides: dict[str, Any] = {}
         self.counts: Counter[str] = Counter()
         self._server = make_server("127.0.0.1", 0, self._app(), threaded=True)
         self.issuer = f"http://127.0.0.1:{self._server.server_port}"
@@ -150,6 +152,7 @@ class FakeIdP:
                     "jwks_uri": f"{self.issuer}/jwks",
                     "end_session_endpoint": f"{self.issuer}/logout",
                     "id_token_signing_alg_values_supported": ["RS256"],
+                    **self.discovery_overrides,
                 }
             )
 

@@ -425,3 +425,63 @@ def test_a_rotated_key_is_picked_up_once_the_refresh_interval_has_passed(
     answer = client.post("/auth/backchannel-logout", data={"logout_token": token})
     assert answer.status_code == 200, answer.get_json()
     assert answer.get_json() == {"revoked": 1}
+
+
+def test_the_login_follow_up_keeps_a_session_whose_subject_the_directory_does_not_know(
+    client: FlaskClient, idp: FakeIdP, celery_worker: Any, standin: Any, clean_redis: None
+) -> None:
+    """The fake provider's subjects are unknown to the directory: the follow-up's refresh gets a 404. It must not
+    retire the user (this once revoked the session of ``test_a_rotated_key_is_picked_up_once_the_refresh_interval_
+    has_passed`` before its back-channel logout arrived, on a loaded machine)."""
+    from models.db import unit_of_work
+    from models.tables import SyncRun
+    from tests.polling import wait_for
+
+    def refreshed() -> bool:
+        with unit_of_work() as session:
+            runs = session.execute(select(SyncRun.status).where(SyncRun.trigger == "login")).scalars().all()
+            return bool(runs) and "running" not in runs
+
+    token, claims = signed_in(client, idp)
+    wait_for(refreshed, what="the login follow-up's refresh to finish")
+    assert me(client, token) == 200
+    answer = client.post(
+        "/auth/backchannel-logout", data={"logout_token": idp.sign(logout_claims(idp, sid=claims["sid"]))}
+    )
+    assert answer.get_json() == {"revoked": 1}
+
+
+def test_a_discovery_document_naming_another_issuer_is_not_used(client: FlaskClient, idp: FakeIdP) -> None:
+    idp.discovery_overrides = {"issuer": idp.issuer + "/"}  # one character off is already another issuer
+    answer = client.get("/auth/login", headers={"Accept": "application/json"})
+    assert answer.status_code == 502
+    assert answer.get_json()["error"] == "issuer_mismatch"
+    assert session_count() == 0
+
+
+@pytest.mark.parametrize(
+    ("iss", "advertised", "status"),
+    [("https://evil.example", False, 400), (None, True, 400), ("own", True, 200), (None, False, 200)],
+)
+def test_the_rfc_9207_iss_response_parameter_is_checked_when_present_or_promised(
+    client: FlaskClient, idp: FakeIdP, iss: str | None, advertised: bool, status: int
+) -> None:
+    if advertised:
+        idp.discovery_overrides = {"authorization_response_iss_parameter_supported": True}
+    params = start(client)
+    idp.id_token = idp.sign(idp.claims(params["nonce"]))
+    query = {"code": "c", "state": params["state"]}
+    if iss is not None:
+        query["iss"] = idp.issuer if iss == "own" else iss
+    answer = client.get("/auth/callback", query_string=query, headers={"Accept": "application/json"})
+    assert answer.status_code == status, answer.get_json()
+    if status == 400:
+        expect_refused(answer, "invalid_issuer")
+
+
+@pytest.mark.parametrize(("length", "status"), [(255, 200), (256, 400)])
+def test_a_subject_of_up_to_255_characters_signs_in(
+    client: FlaskClient, idp: FakeIdP, length: int, status: int
+) -> None:
+    answer = login_with(client, idp, lambda p: idp.sign(idp.claims(p["nonce"], sub="s" * length)))
+    assert answer.status_code == status, answer.get_json()

@@ -207,3 +207,52 @@ def test_relay_resends_events_stuck_in_queued_past_the_deadline() -> None:
     relay.delay()
     wait_for(lambda: events_done(1), what="stuck event applied")
     assert user(uid) is not None
+
+
+def test_webhooks_and_scim_agree_on_a_secondary_store_user_so_a_sync_changes_nothing(subscribed: Any) -> None:
+    from tasks.users import sync_user
+
+    name = f"team/kim-{uuid.uuid4().hex[:8]}@example.com"
+    created = subscribed.create_user(name, "Passw0rd!", email="kim@example.com", given_name="Kim", groups=["Staff"])
+    uid = created["id"]
+    found = wait_for(lambda: user(uid), what="created user")
+    assert (found.username, found.groups) == (name, ["Staff"])
+    subscribed.wait_for_deliveries(timeout=10)
+    wait_for(lambda: events_done(2), what="both creation events done")
+    before = audit_count(uid)
+    assert sync_user(uid, trigger="test").action == "unchanged"
+    assert audit_count(uid) == before
+    assert user(uid).username == name  # type: ignore[union-attr]
+
+
+def test_a_signed_creation_with_a_201_character_name_is_applied_with_the_name_cut(subscribed: Any) -> None:
+    name = f"long-{uuid.uuid4().hex[:8]}@example.com"
+    given = "G" * 201
+    created = subscribed.create_user(name, "Passw0rd!", email=name, given_name=given, family_name="F" * 250)
+    uid = created["id"]
+    found = wait_for(lambda: user(uid), what="created user")
+    assert (found.first_name, found.last_name) == (given[:200], "F" * 200)
+    subscribed.wait_for_deliveries(timeout=10)
+    wait_for(lambda: events_done(2), what="both creation events applied")
+
+
+def test_a_failed_event_stores_a_short_error_without_the_rows_values(live_server: LiveServer) -> None:
+    from sqlalchemy.exc import DataError
+
+    from tasks.events import short_error
+
+    secret = "Ada.Lovelace.Private@example.com"
+    refused = DataError("INSERT INTO users ... VALUES (%(email)s)", {"email": secret}, Exception("value too long"))
+    assert secret not in short_error(refused)
+    assert len(short_error(refused)) <= 200
+    uid = str(uuid.uuid4())
+    body = event("userCreated", uid, claims=[{"uri": "http://wso2.org/claims/givenname", "value": {"name": secret}}])
+    assert deliver(live_server, body).status_code == 202
+
+    def failed() -> WebhookEvent | None:
+        with SessionFactory() as session:
+            return session.execute(select(WebhookEvent).where(WebhookEvent.status == "failed")).scalar_one_or_none()
+
+    row = wait_for(failed, what="failed")
+    assert secret not in (row.last_error or "")
+    assert len(row.last_error or "") <= 200

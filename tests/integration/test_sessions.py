@@ -53,9 +53,7 @@ def test_revoke_by_sid_with_a_subject_touches_only_that_users_sessions(db_sessio
     kim, lee = make_user(db_session), make_user(db_session)
     mine = create_session(db_session, kim, ttl_seconds=60, idp_sid="shared-sid")
     theirs = create_session(db_session, lee, ttl_seconds=60, idp_sid="shared-sid")
-    assert (
-        revoke_sessions_by_sid(db_session, "shared-sid", reason="backchannel_logout", asgardeo_id=kim.asgardeo_id) == 1
-    )
+    assert revoke_sessions_by_sid(db_session, "shared-sid", reason="backchannel_logout", subject=kim.asgardeo_id) == 1
     assert find_active_session(db_session, mine.token) is None
     assert find_active_session(db_session, theirs.token) is not None
     assert revoke_sessions_by_sid(db_session, "shared-sid", reason="backchannel_logout") == 1

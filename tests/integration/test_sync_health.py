@@ -67,3 +67,19 @@ def test_refused_handshakes_are_not_recorded(
 ) -> None:
     client.get("/webhooks/asgardeo", query_string={"hub.mode": "hijack", "hub.topic": "t", "hub.challenge": "c"})
     assert client.get("/admin/health/summary", headers=admin_headers).json["subscriptions"] == {}
+
+
+def test_a_configuration_warning_shows_on_the_page_and_in_the_summary(
+    client: FlaskClient, admin_headers: dict[str, str], clean_redis: None
+) -> None:
+    from tasks.config_warnings import LOGIN_SUBJECT_UNRESOLVED, record_warning
+
+    assert client.get("/admin/health/summary", headers=admin_headers).json["config_warnings"] == {}
+    record_warning(LOGIN_SUBJECT_UNRESOLVED, user_id=1)
+    record_warning(LOGIN_SUBJECT_UNRESOLVED, user_id=2)
+    shown = client.get("/admin/health/summary", headers=admin_headers).json["config_warnings"]
+    assert shown[LOGIN_SUBJECT_UNRESOLVED]["count"] == 2
+    assert "OIDC_SUBJECT_ATTRIBUTE" in shown[LOGIN_SUBJECT_UNRESOLVED]["message"]
+    page = client.get("/admin/health", headers=admin_headers).get_data(as_text=True)
+    assert f'data-code="{LOGIN_SUBJECT_UNRESOLVED}"' in page
+    assert "Check OIDC_SUBJECT_ATTRIBUTE" in page

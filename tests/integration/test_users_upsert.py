@@ -96,3 +96,41 @@ def test_patch_for_unknown_user_leaves_a_tombstone_that_blocks_older_create(db_s
     user = db_session.execute(select(User).where(User.asgardeo_id == record.asgardeo_id)).scalar_one()
     assert result.stale == 1
     assert user.status == "deleted"
+
+
+def test_a_listing_shows_a_user_retired_by_absence_and_brings_them_back_whatever_the_timestamps(
+    db_session: Session,
+) -> None:
+    record = user_record(source_version=1_000)
+    upsert_users(db_session, [record], source="reconcile")
+    apply_user_patch(
+        db_session, record.asgardeo_id, {"status": "deleted"}, source_version=9_000, source="sync", retired_by="absence"
+    )
+    result = upsert_users(db_session, [record], source="reconcile")  # older than the tombstone's stamp
+    user = get_by_asgardeo_id(db_session, record.asgardeo_id)
+    assert user is not None
+    assert (user.status, user.retired_by, result.updated, result.stale) == ("active", None, 1, 0)
+    assert result.changes[0].changes["reason"] == ["absent from the directory", "present in the directory"]
+
+
+def test_a_page_read_before_a_signed_delete_does_not_resurrect_the_user(db_session: Session) -> None:
+    record = user_record(source_version=1_000)
+    upsert_users(db_session, [record], source="reconcile")
+    apply_user_patch(db_session, record.asgardeo_id, {"status": "deleted"}, source_version=2_000, source="webhook")
+    result = upsert_users(db_session, [record], source="reconcile")
+    user = get_by_asgardeo_id(db_session, record.asgardeo_id)
+    assert user is not None
+    assert (user.status, user.retired_by, result.stale) == ("deleted", "event", 1)
+
+
+def test_an_absence_never_overrides_a_signed_retirement(db_session: Session) -> None:
+    record = user_record(source_version=1_000)
+    upsert_users(db_session, [record], source="reconcile")
+    apply_user_patch(db_session, record.asgardeo_id, {"status": "deleted"}, source_version=2_000, source="webhook")
+    apply_user_patch(
+        db_session, record.asgardeo_id, {"status": "deleted"}, source_version=3_000, source="sync", retired_by="absence"
+    )
+    upsert_users(db_session, [record], source="reconcile")
+    user = get_by_asgardeo_id(db_session, record.asgardeo_id)
+    assert user is not None
+    assert (user.status, user.retired_by) == ("deleted", "event")

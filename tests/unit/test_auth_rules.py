@@ -100,3 +100,8 @@ def test_bootstrap_admin_ids_match_the_subject_without_any_email() -> None:
     settings = Settings(bootstrap_admin_ids="4c1d-sub")  # type: ignore[arg-type]
     assert bootstrap_admin_rule(claims(email=None), settings) == "BOOTSTRAP_ADMIN_IDS"
     assert bootstrap_admin_rule(claims(sub="someone-else"), settings) is None
+
+
+def test_record_from_claims_falls_back_to_preferred_username_before_the_email() -> None:
+    assert record_from_claims(claims(username=None, preferred_username="kim.park")).username == "kim.park"
+    assert record_from_claims(claims(preferred_username="kim.park")).username == "kim"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tasks.errors import DirectoryUnavailable
-from tasks.scim import InvalidResource, parse_page, parse_user, strip_store, valid_id
+from tasks.scim import InvalidResource, parse_page, parse_user, valid_id
 
 SAMPLE = Path("/work/shared/asgardeo/scim_users_page.json")
 
@@ -27,13 +27,19 @@ def resource(**overrides: Any) -> dict[str, Any]:
     return base
 
 
-def test_user_store_prefix_is_stripped_from_username() -> None:
-    assert parse_user(resource()).username == "kim@example.com"
-    assert strip_store("PRIMARY/x@example.com") == "x@example.com"
+@pytest.mark.parametrize("name", ["DEFAULT/kim@example.com", "PRIMARY/kim@example.com", "default/kim@example.com"])
+def test_the_primary_store_prefix_is_stripped_from_username(name: str) -> None:
+    assert parse_user(resource(userName=name)).username == "kim@example.com"
 
 
-def test_username_with_a_lower_case_slash_part_is_kept_whole() -> None:
-    assert strip_store("team/kim") == "team/kim"
+@pytest.mark.parametrize("name", ["team/kim", "HR/kim@example.com", "HR/DEFAULT/kim"])
+def test_a_secondary_store_prefix_is_kept_so_two_stores_never_collapse(name: str) -> None:
+    assert parse_user(resource(userName=name)).username == name
+
+
+def test_values_longer_than_their_columns_are_cut_not_refused() -> None:
+    user = parse_user(resource(name={"givenName": "G" * 201, "familyName": "F" * 500}, userName="u" * 400))
+    assert (len(user.first_name or ""), len(user.last_name or ""), len(user.username or "")) == (200, 200, 320)
 
 
 def test_emails_as_plain_strings_give_the_first() -> None:
