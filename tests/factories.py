@@ -7,8 +7,9 @@ import uuid
 
 from sqlalchemy.orm import Session
 
+from models.inbox import parse_envelope
 from models.sessions import IssuedSession, create_session
-from models.tables import User
+from models.tables import User, WebhookEvent
 from models.users import UserRecord
 
 _counter = itertools.count(1)
@@ -52,3 +53,25 @@ def make_user(session: Session, **overrides: object) -> User:
 
 def login(session: Session, user: User, ttl_seconds: int = 3600) -> IssuedSession:
     return create_session(session, user, ttl_seconds=ttl_seconds)
+
+
+def failed_event(session: Session, last_error: str = "DirectoryUnavailable: SCIM answered 503") -> WebhookEvent:
+    """A well-formed ``userCreated`` event that failed earlier, so a replay can really apply it."""
+    from tests.webhook_payloads import sample
+
+    body = sample("userCreated")
+    envelope = parse_envelope(body)
+    event = WebhookEvent(
+        jti=envelope.jti,
+        event_type=envelope.event_type,
+        event_uri=envelope.event_uri,
+        asgardeo_user_id=envelope.asgardeo_user_id,
+        iat=envelope.iat,
+        payload=body,
+        status="failed",
+        attempts=5,
+        last_error=last_error,
+    )
+    session.add(event)
+    session.flush()
+    return event

@@ -8,30 +8,16 @@ import pytest
 from sqlalchemy import select
 
 from models.db import unit_of_work
-from models.inbox import parse_envelope
 from models.tables import SyncRun, WebhookEvent
-from tests import webhook_payloads as payloads
+from tests.factories import failed_event
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("clean_db", "clean_redis")]
 
 
 def _failed_event() -> int:
     """A well-formed event that failed earlier, so a replay can really apply it (a worker may be running)."""
-    body = payloads.sample("userCreated")
-    envelope = parse_envelope(body)
     with unit_of_work() as session:
-        event = WebhookEvent(
-            jti=envelope.jti,
-            event_type=envelope.event_type,
-            event_uri=envelope.event_uri,
-            asgardeo_user_id=envelope.asgardeo_user_id,
-            iat=envelope.iat,
-            payload=body,
-            status="failed",
-            attempts=5,
-            last_error="DirectoryUnavailable: SCIM answered 503",
-        )
-        session.add(event)
+        event = failed_event(session)
         session.add(SyncRun(kind="full", trigger="schedule", status="guarded", error="would deactivate 40%"))
         session.flush()
         return event.id
