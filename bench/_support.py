@@ -40,10 +40,15 @@ def bench_app() -> Any:
 
 @contextmanager
 def services() -> Iterator[dict[str, str]]:
-    """A fresh database (migrated) and Redis key prefix, on CI's servers or embedded ones; the env for children."""
+    """A fresh database (migrated) and Redis key prefix, on CI's servers or embedded ones; the env for children.
+
+    On exit the process's environment and cached settings and clients are as before, so a benchmark can take
+    fresh services more than once in one process."""
     sys.path.insert(0, str(ROOT))
     from tests.services import TestServices
 
+    names = ("APP_ENV", "DATABASE_URL", "REDIS_URL", "REDIS_KEY_PREFIX", "WEBHOOK_SECRETS", "LOG_LEVEL")
+    saved = {name: os.environ.get(name) for name in names}
     svc = TestServices()
     svc.start()
     env = dict(
@@ -56,16 +61,13 @@ def services() -> Iterator[dict[str, str]]:
         LOG_LEVEL="WARNING",
         PYTHONPATH=str(ROOT),
     )
-    os.environ.update(
-        {
-            k: env[k]
-            for k in ("APP_ENV", "DATABASE_URL", "REDIS_URL", "REDIS_KEY_PREFIX", "WEBHOOK_SECRETS", "LOG_LEVEL")
-        }
-    )
+    os.environ.update({name: env[name] for name in names})
     from models import migrate
     from models.settings import get_settings
+    from tasks.redis_client import get_redis
 
     get_settings.cache_clear()
+    get_redis.cache_clear()
     migrate.upgrade()
     try:
         yield env
@@ -74,6 +76,13 @@ def services() -> Iterator[dict[str, str]]:
 
         reset_engine()
         svc.stop()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        get_settings.cache_clear()
+        get_redis.cache_clear()
 
 
 def queued_messages(queue: str) -> int:

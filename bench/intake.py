@@ -124,9 +124,11 @@ def main() -> None:
         help="also measure this gunicorn worker class first, in the same run, for a before/after figure ('' skips)",
     )
     args = parser.parse_args()
-    with services() as env:
-        if args.before_worker:
+    # Each server gets fresh services: the second must not insert into a table the first already grew.
+    if args.before_worker:
+        with services() as env:
             measure(env, args, args.before_worker, f"before ({args.before_worker}): ")
+    with services() as env:
         measure(env, args, None, "")
 
 

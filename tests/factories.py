@@ -7,6 +7,7 @@ import uuid
 
 from sqlalchemy.orm import Session
 
+from models.inbox import parse_envelope
 from models.sessions import IssuedSession, create_session
 from models.tables import User, WebhookEvent
 from models.users import UserRecord
@@ -56,7 +57,6 @@ def login(session: Session, user: User, ttl_seconds: int = 3600) -> IssuedSessio
 
 def make_event(session: Session, kind: str = "userCreated", **overrides: object) -> WebhookEvent:
     """An inbox row for a well-formed sample delivery of ``kind`` (so a replay can really apply it)."""
-    from models.inbox import parse_envelope
     from tests import webhook_payloads
 
     body = webhook_payloads.sample(kind)
@@ -75,3 +75,8 @@ def make_event(session: Session, kind: str = "userCreated", **overrides: object)
     session.add(event)
     session.flush()
     return event
+
+
+def failed_event(session: Session, last_error: str = "DirectoryUnavailable: SCIM answered 503") -> WebhookEvent:
+    """A well-formed ``userCreated`` event that failed earlier, so a replay can really apply it."""
+    return make_event(session, "userCreated", status="failed", attempts=5, last_error=last_error)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import Flask
+
 from tasks.events import ApplyPublisher
 
 
@@ -16,3 +18,10 @@ class RecordingPublisher(ApplyPublisher):
     def publish(self, event_ids: Any) -> list[int]:
         self.sent.extend(event_ids)
         return []
+
+
+def install_recorder(app: Flask) -> RecordingPublisher:
+    """Make ``app``'s intake and replays announce to a new recorder instead of the broker."""
+    publisher = RecordingPublisher()
+    app.extensions["event_publisher"] = publisher
+    return publisher

@@ -30,6 +30,7 @@ import json
 import logging
 import selectors
 import socket
+import sys
 import time
 from concurrent.futures import Future
 from functools import partial
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 MAX_HEADER_BYTES = 64 * 1024
 RECV_BYTES = 64 * 1024
 SWEEP_EVERY_SECONDS = 0.25
+SWITCH_INTERVAL_SECONDS = 0.001
 _REASONS = {
     400: "Bad Request",
     408: "Request Timeout",
@@ -80,6 +82,11 @@ class BufferingThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn shi
         self.max_body_bytes = settings.max_request_body_bytes
         self.reading: set[BufferedConn] = set()
         self._next_sweep = 0.0
+        # This loop now reads every request, so every request waits for the loop to get the GIL back after its
+        # recv; under Python's default 5 ms switch interval it queues behind the application threads. Measured on
+        # the shared 2-core machine (docs/benchmarks.md): at 5 ms the intake ran below gthread's rate in all three
+        # paired runs, at 1 ms above it in two of four (median slightly above). The machine's noise is as large.
+        sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
         super().init_process()
 
     # --- the event loop's side ---------------------------------------------------------------------------------

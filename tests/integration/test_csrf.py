@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from models.db import unit_of_work
 from models.settings import get_settings
 from models.tables import AppSession, SyncRun, User, WebhookEvent
-from tests import webhook_payloads as payloads
+from tests.factories import failed_event
 from web.csrf import origin_of, token_for
 
 pytestmark = pytest.mark.usefixtures("clean_redis")
@@ -48,24 +48,7 @@ class Route:
 
 def _failed_event() -> int:
     with unit_of_work() as session:
-        from models.inbox import parse_envelope
-
-        body = payloads.sample("userCreated")
-        envelope = parse_envelope(body)
-        event = WebhookEvent(
-            jti=envelope.jti,
-            event_type=envelope.event_type,
-            event_uri=envelope.event_uri,
-            asgardeo_user_id=envelope.asgardeo_user_id,
-            iat=envelope.iat,
-            payload=body,
-            status="failed",
-            attempts=3,
-            last_error="boom",
-        )
-        session.add(event)
-        session.flush()
-        return event.id
+        return failed_event(session, last_error="boom").id
 
 
 def _event_status(ids: dict[str, int]) -> str:

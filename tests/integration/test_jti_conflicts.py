@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from models.db import unit_of_work
 from models.tables import WebhookEvent
 from tasks import metrics
-from tests.recording_publisher import RecordingPublisher
+from tests.recording_publisher import RecordingPublisher, install_recorder
 from tests.webhook_payloads import encode, sample, signed_headers
 
 pytestmark = pytest.mark.usefixtures("clean_redis")
@@ -23,9 +23,7 @@ URL = "/webhooks/asgardeo"
 
 @pytest.fixture
 def recorder(app: Flask) -> RecordingPublisher:
-    publisher = RecordingPublisher()
-    app.extensions["event_publisher"] = publisher
-    return publisher
+    return install_recorder(app)
 
 
 def _send(client: FlaskClient, raw: bytes) -> int:
