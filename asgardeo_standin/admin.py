@@ -34,6 +34,7 @@ BODIES: dict[str, frozenset[str]] = {
     "flush": frozenset({"timeout"}),
     "ratelimit": frozenset({"per_minute", "window_seconds"}),
     "fail_get": frozenset({"status", "times"}),
+    "reset_password": frozenset({"password", "action"}),
     "oidc": frozenset({"subject_claim"}),
 }
 
@@ -112,10 +113,18 @@ def create_blueprint(standin: Standin) -> Blueprint:  # noqa: PLR0915 - one rout
         }
         if action == "end-sessions":
             directory.get(user_id)
-            return jsonify({"ended": standin.provider.end_user_sessions(user_id)})
+            return jsonify({"ended": standin.provider.end_user_sessions(user_id, announce=True)})
         if action not in actions:
             return Response(status=404)
         actions[action]()
+        return resource(user_id)
+
+    @bp.post("/users/<user_id>/reset-password")
+    def reset_password(user_id: str) -> Response:
+        """An administrator's reset: ``{"password", "action"}``; emits ``credentialUpdated`` with ``action``
+        (default ``CREDENTIAL_RESET``, the flow name Asgardeo's code emits)."""
+        data = body("reset_password", required=frozenset({"password"}))
+        directory.reset_password(user_id, str(data["password"]), str(data.get("action") or "CREDENTIAL_RESET"))
         return resource(user_id)
 
     @bp.post("/users/<user_id>/fail-get")

@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     # Directory ids (the ID token's sub) that may become the first admin, for accounts without a verified email.
     bootstrap_admin_ids: CsvList = Field(default_factory=list)
     group_role_map: CsvList = Field(default_factory=list)
+    # A password change, reset or invitation in Asgardeo (``credentialUpdated``) ends the sessions signed in before it.
+    credential_update_ends_sessions: bool = True
 
     scim_client_id: str | None = None
     scim_client_secret: SecretStr | None = None

@@ -28,7 +28,7 @@ import redis
 from celery import Task
 from sqlalchemy import exc as sa_exc
 
-from models import inbox, logs
+from models import inbox, logs, security_events
 from models.attributes import user_fields
 from models.batch_thread import BatchThread
 from models.db import unit_of_work
@@ -215,6 +215,8 @@ def apply_event(event_id: int) -> Outcome:
 
 def _apply_row(session: Any, row: WebhookEvent) -> Outcome:
     envelope = inbox.parse_envelope(row.payload)
+    if row.event_type in security_events.HANDLED:
+        return _apply_security_event(session, row, envelope.event)
     plan = plan_event(row.event_type, envelope.event, row.asgardeo_user_id, row.iat)
     if plan.ignore is not None:
         inbox.finish(session, row, "ignored", note=plan.ignore)
@@ -239,9 +241,30 @@ def _apply_row(session: Any, row: WebhookEvent) -> Outcome:
     )
 
 
+def _apply_security_event(session: Any, row: WebhookEvent, event: Mapping[str, Any]) -> Outcome:
+    """A session or credential event: it ends application sessions (``applied``) or changes nothing (``ignored``)."""
+    result = security_events.apply_security_event(
+        session,
+        row.event_type,
+        event,
+        row.asgardeo_user_id,
+        iat=row.iat,
+        event_jti=row.jti,
+        credential_ends_sessions=get_settings().credential_update_ends_sessions,
+    )
+    status = "applied" if result.change is not None else "ignored"
+    inbox.finish(session, row, status, note=None if status == "applied" else result.note)
+    log.info("security event handled", extra={"revoked": result.revoked, "outcome": status})
+    return Outcome(status=status, changes=[result.change] if result.change else [], jti=row.jti)
+
+
 # Our own refusals say what is wrong with the event's shape and carry none of its values; anything else may (a database
 # error quotes its statement), so only its kind is kept.
-_DESCRIBED_ERRORS: tuple[type[BaseException], ...] = (PermanentEventError, inbox.InvalidEnvelope)
+_DESCRIBED_ERRORS: tuple[type[BaseException], ...] = (
+    PermanentEventError,
+    inbox.InvalidEnvelope,
+    security_events.MalformedSecurityEvent,
+)
 SHORT_ERROR_CHARS = 200
 
 

@@ -32,6 +32,8 @@ FIELDS = {
     "employee_id": "employee id",
     "department": "department",
     "session_id": "session",
+    "reason": "why",
+    "revoked": "sessions ended",
 }
 
 ACTIONS = {
@@ -43,6 +45,7 @@ ACTIONS = {
     "login": "signed in",
     "role_changed": "role changed",
     "session_revoked": "session revoked",
+    "sessions_revoked": "signed out by Asgardeo",
 }
 
 
