@@ -79,6 +79,25 @@ class StandinAdmin:
         result: dict[str, Any] = self._call("POST", f"/users/{user_id}/reset-password", body)
         return result
 
+    def create_role(self, name: str, **fields: Any) -> dict[str, Any]:
+        """A role (``audience_type``, ``audience_value``, ``audience_display``, ``id`` optional)."""
+        result: dict[str, Any] = self._call("POST", "/roles", {"name": name, **fields})
+        return result
+
+    def role_members(self, role_id: str, add: Any = (), remove: Any = ()) -> dict[str, Any]:
+        """Add and remove members (emits ``roleUsersUpdated``; lists over 1,000 are cut in the event)."""
+        result: dict[str, Any] = self._call(
+            "PATCH", f"/roles/{role_id}/users", {"add": list(add), "remove": list(remove)}, timeout=120
+        )
+        return result
+
+    def rename_role(self, role_id: str, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("PATCH", f"/roles/{role_id}", {"name": name})
+        return result
+
+    def delete_role(self, role_id: str) -> None:
+        self._call("DELETE", f"/roles/{role_id}")
+
     def fail_get(self, user_id: str, status: int = 404, times: int = 1) -> None:
         """Make the next ``times`` SCIM GETs of this user answer ``status`` (a false 404 once, by default)."""
         self._call("POST", f"/users/{user_id}/fail-get", {"status": status, "times": times})

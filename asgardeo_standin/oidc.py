@@ -36,6 +36,7 @@ from .directory import Change, Directory, UserNotFound, UserRecord, now_ms, orga
 log = logging.getLogger(__name__)
 
 M2M_SCOPES = (
+    "internal_role_mgt_view",
     "internal_user_mgt_list",
     "internal_user_mgt_view",
     "internal_user_mgt_create",
@@ -616,6 +617,8 @@ class OidcProvider:
             self.backchannel_counts["sent" if ok else "failed"] += 1
 
     def _on_change(self, change: Change) -> None:
+        if change.user is None:
+            return
         names = {name for _, name in change.events}
         if names & {"userDisabled", "userAccountLocked", "userDeleted"}:
             user_id = change.user.id

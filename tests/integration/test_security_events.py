@@ -238,7 +238,7 @@ def revocation(user_id: str, sessions: object) -> dict[str, Any]:
         ("all", "sessions must be a list"),
         ([{"id": 7}], "id must be a string"),
         ([{"id": str(n)} for n in range(1001)], "at most 1000"),
-        ([{"id": f"{n:064x}"} for n in range(1001)], "over the intake's body limit"),
+        ([{"id": f"{n:064x}"} for n in range(1001)], "at most 1000"),
     ],
 )
 def test_a_malformed_or_oversized_revocation_fails_and_ends_no_session(
@@ -248,15 +248,11 @@ def test_a_malformed_or_oversized_revocation_fails_and_ends_no_session(
     _, token = app_session(person["id"])
     body = revocation(person["id"], sessions)
     answer = deliver(live_server, body)
-    if error == "over the intake's body limit":
-        assert answer.status_code == 413
-        assert event_row(body["jti"]) is None
-    else:
-        assert answer.status_code == 202, answer.text
-        row = wait_for(lambda: event_row(body["jti"]), what="revocation handled")
-        assert row.status == "failed"
-        assert error in (row.last_error or "")
-        assert person["id"] not in (row.last_error or "")
+    assert answer.status_code == 202, answer.text
+    row = wait_for(lambda: event_row(body["jti"]), what="revocation handled")
+    assert row.status == "failed"
+    assert error in (row.last_error or "")
+    assert person["id"] not in (row.last_error or "")
     assert me(live_server, token) == 200
 
 

@@ -51,6 +51,7 @@ def test_handshake_is_websub_per_channel(hooked: tuple[StandinHandle, StandinAdm
         "registration",
         "session",
         "credential",
+        "role",
     }
     for handshake in subscriber.handshakes:
         assert handshake["hub.mode"] == "subscribe"
