@@ -186,7 +186,14 @@ def _set_membership(user: User, role: RoleRef, app_role: str, member: bool, iat:
 
 
 def recompute_role(
-    session: Session, user: User, *, reason: str, event_jti: str | None, outcome: RoleOutcome, source: str
+    session: Session,
+    user: User,
+    *,
+    reason: str,
+    event_jti: str | None,
+    outcome: RoleOutcome,
+    source: str,
+    run_id: int | None = None,
 ) -> None:
     """Set ``user.role`` from its memberships under the precedence rule; audits a change, refuses the last admin.
 
@@ -211,7 +218,9 @@ def recompute_role(
     user.role = new_role
     user.updated_at = datetime.now(UTC)
     changes = {"role": [current, new_role], "granted_by": reason}
-    outcome.changes.append(record_change(session, user, "role_changed", changes, source=source, event_jti=event_jti))
+    outcome.changes.append(
+        record_change(session, user, "role_changed", changes, source=source, event_jti=event_jti, run_id=run_id)
+    )
 
 
 def apply_member_change(
@@ -268,3 +277,84 @@ def full_membership_change(session: Session, role: RoleRef, members: Iterable[st
 def role_deleted_change(session: Session, role: RoleRef) -> MemberChange:
     """A deleted role grants nothing: every stored member is removed."""
     return MemberChange(role, (), tuple(sorted(members_of(session, role.id))), truncated=False)
+
+
+def scim_roles(resource: Mapping[str, Any]) -> list[RoleRef]:
+    """A SCIM user's ``roles[]`` as role references: today's entries (``value`` = the role's id, ``display``,
+    ``audienceType``, ``audienceValue``, ``audienceDisplay``) and the older ``{type, value}`` one (``value`` = the
+    name). Unreadable entries are skipped: a listing never fails on them."""
+    entries = resource.get("roles")
+    if not isinstance(entries, list):
+        return []
+    refs = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        values = {k: entry.get(k) for k in ("value", "display", "audienceType", "audienceValue", "audienceDisplay")}
+        if not all(v is None or isinstance(v, str) for v in values.values()) or not values["value"]:
+            continue
+        role_id = str(values["value"])
+        if len(role_id) > MAX_ID_CHARS:
+            continue
+        refs.append(
+            RoleRef(
+                id=role_id,
+                name=values["display"] or role_id,
+                audience_type=values["audienceType"],
+                audience_value=values["audienceValue"],
+                audience_display=values["audienceDisplay"],
+            )
+        )
+    return refs
+
+
+def reconcile_roles(
+    session: Session,
+    listed: Mapping[str, Sequence[RoleRef]],
+    role_map: Mapping[tuple[str, str | None, str | None], str],
+    *,
+    listed_ms: int,
+    run_id: int | None,
+) -> RoleOutcome:
+    """Make the listed users' membership facts equal what SCIM lists (``{user id: roles}``), so role events that
+    were lost (or never sent: sub-organisations, SCIM bulk operations) are repaired, then recompute their roles.
+
+    A fact newer than ``listed_ms`` (an event applied after the page was read) is kept. Rows are locked in id order.
+    """
+    outcome = RoleOutcome()
+    if not listed:
+        return outcome
+    users = session.execute(
+        select(User).where(User.asgardeo_id.in_(list(listed))).order_by(User.id).with_for_update()
+    ).scalars()
+    for user in users:
+        held: dict[str, tuple[RoleRef, str]] = {}
+        for ref in listed[user.asgardeo_id]:
+            app_role = mapped_app_role(ref, role_map) or _stored_app_role(user, ref.id)
+            if app_role is not None:
+                held[ref.id] = (ref, app_role)
+        stored = {e["id"]: e for e in user.directory_roles or []}
+        changed = False
+        for role_id, (ref, app_role) in held.items():
+            if not stored.get(role_id, {}).get("member"):
+                changed |= _set_membership(user, ref, app_role, True, listed_ms)
+        for role_id, entry in stored.items():
+            if entry.get("member") and role_id not in held:
+                ref = RoleRef(role_id, None, None, None, None)
+                changed |= _set_membership(user, ref, str(entry["role"]), False, listed_ms)
+        if changed:
+            recompute_role(
+                session,
+                user,
+                reason="Asgardeo roles as the directory lists them (nightly run)",
+                event_jti=None,
+                outcome=outcome,
+                source="reconcile",
+                run_id=run_id,
+            )
+    session.flush()
+    return outcome
+
+
+def _stored_app_role(user: User, role_id: str) -> str | None:
+    return next((str(e["role"]) for e in user.directory_roles or [] if e.get("id") == role_id), None)
