@@ -28,7 +28,7 @@ import redis
 from celery import Task
 from sqlalchemy import exc as sa_exc
 
-from models import directory_roles, inbox, logs, security_events
+from models import directory_roles, inbox, logs, security_events, sign_in_events
 from models.attributes import user_fields
 from models.batch_thread import BatchThread
 from models.db import unit_of_work
@@ -224,6 +224,8 @@ def _apply_row(session: Any, row: WebhookEvent) -> Outcome:
         return _apply_security_event(session, row, envelope.event)
     if row.event_type in ROLE_EVENTS:
         return _apply_role_event(session, row, envelope.event)
+    if row.event_type in sign_in_events.HANDLED:
+        return _record_sign_in_event(session, row, envelope.event)
     plan = plan_event(row.event_type, envelope.event, row.asgardeo_user_id, row.iat)
     if plan.ignore is not None:
         inbox.finish(session, row, "ignored", note=plan.ignore)
@@ -263,6 +265,14 @@ def _apply_security_event(session: Any, row: WebhookEvent, event: Mapping[str, A
     inbox.finish(session, row, status, note=None if status == "applied" else result.note)
     log.info("security event handled", extra={"revoked": result.revoked, "outcome": status})
     return Outcome(status=status, changes=[result.change] if result.change else [], jti=row.jti)
+
+
+def _record_sign_in_event(session: Any, row: WebhookEvent, event: Mapping[str, Any]) -> Outcome:
+    """A login or token event: counted (``identity_events``) and attributed to the user it names, nothing else."""
+    row.asgardeo_user_id = sign_in_events.named_user(session, event, row.asgardeo_user_id) or row.asgardeo_user_id
+    metrics.inc("identity_events", event_type=row.event_type)
+    inbox.finish(session, row, "ignored", note="recorded; login and token events change no user")
+    return Outcome(status="ignored", jti=row.jti)
 
 
 ROLE_EVENTS = frozenset({directory_roles.ROLE_USERS_UPDATED, "roleDeleted", "roleMetaUpdated"})

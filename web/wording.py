@@ -34,6 +34,7 @@ FIELDS = {
     "session_id": "session",
     "reason": "why",
     "revoked": "sessions ended",
+    "granted_by": "granted by",
 }
 
 ACTIONS = {

@@ -279,3 +279,36 @@ def test_an_event_for_a_user_the_application_does_not_know_is_recorded_and_ignor
     assert deliver(live_server, body).status_code == 202
     row = wait_for(lambda: event_row(body["jti"]), what="event handled")
     assert (row.status, row.last_error) == ("ignored", "unknown user")
+
+
+def test_login_and_token_events_are_recorded_counted_per_user_and_change_nothing(live_server: LiveServer) -> None:
+    from tests.factories import make_user
+
+    with unit_of_work() as session:
+        person = make_user(session, username="johndoe@example.com", email="johndoe@example.com")
+        person_id, asgardeo_id = person.id, person.asgardeo_id
+        admin = make_user(session, role="admin")
+        admin_token = create_session(session, admin, ttl_seconds=3600).token
+    _, token = app_session(asgardeo_id)
+    by_claims = sample("loginFailed")  # names no user.id: found by its username claim
+    by_id = sample("loginFailed")
+    ((_, event),) = by_id["events"].items()
+    event["user"]["id"] = asgardeo_id
+    others = [sample("loginSuccess"), sample("accessTokenIssued"), sample("accessTokenRevoked")]
+    unknown = sample("loginSuccess")
+    unknown["events"] = {"https://schemas.identity.wso2.org/events/login/event-type/loginSomethingNew": {}}
+    bodies = [by_claims, by_id, *others, unknown]
+    for body in bodies:
+        assert deliver(live_server, body).status_code == 202
+    rows = [wait_for(lambda b=body: event_row(b["jti"]), what="event recorded") for body in bodies]
+    assert {row.status for row in rows} == {"ignored"}
+    assert [row.asgardeo_user_id for row in rows[:2]] == [asgardeo_id, asgardeo_id]
+    page = requests.get(
+        f"{live_server.url}/admin/users/{person_id}",
+        headers={"Cookie": f"hrms_session={admin_token}", "Accept": "text/html"},
+        timeout=10,
+    )
+    assert page.status_code == 200
+    assert "Failed sign-ins at Asgardeo: <strong>2</strong>" in page.text
+    assert me(live_server, token) == 200
+    assert local_user(asgardeo_id).role == "employee"  # type: ignore[union-attr]
