@@ -7,20 +7,21 @@ import copy
 import random
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 import requests
 from sqlalchemy import select
 
-from models.db import SessionFactory, get_engine, unit_of_work
+from models.db import SessionFactory, unit_of_work
 from models.directory_roles import best_role
 from models.tables import User, UserChange, WebhookEvent
 from models.user_edits import edit_app_fields
 from models.users import upsert_users
 from tests.factories import user_record
 from tests.integration.auth_support import new_standin_user
+from tests.integration.subscription_support import local_user
 from tests.polling import wait_for
 from tests.stack import WEBHOOK_SECRET, LiveServer
 from tests.webhook_payloads import encode, now_ms, sample, signed_headers
@@ -29,21 +30,6 @@ pytestmark = pytest.mark.usefixtures("celery_worker", "clean_db")
 
 WITHIN_SECONDS = 1.0
 HRMS = {"audience_type": "application", "audience_value": str(uuid.uuid4()), "audience_display": "HRMS"}
-
-
-@pytest.fixture
-def subscribed(standin_admin: Any, live_server: LiveServer) -> Iterator[Any]:
-    status = standin_admin.set_webhook(live_server.url + "/webhooks/asgardeo", WEBHOOK_SECRET, wait_verified=10)
-    assert status["verified"], status
-    yield standin_admin
-    standin_admin.wait_for_deliveries(timeout=30)
-    standin_admin.set_webhook(None)
-
-
-def local_user(asgardeo_id: str) -> User | None:
-    get_engine()
-    with SessionFactory() as session:
-        return session.execute(select(User).where(User.asgardeo_id == asgardeo_id)).scalar_one_or_none()
 
 
 def role_of(asgardeo_id: str) -> str | None:

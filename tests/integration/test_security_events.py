@@ -4,39 +4,24 @@ stores them, the real worker applies them, and the application refuses the sessi
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 from sqlalchemy import select, text
 
-from models.db import SessionFactory, get_engine, unit_of_work
+from models.db import SessionFactory, unit_of_work
 from models.sessions import create_session
 from models.tables import AppSession, User, UserChange, WebhookEvent
 from tests.integration.auth_support import HttpLogin, new_standin_user
+from tests.integration.subscription_support import local_user
 from tests.polling import wait_for
-from tests.stack import WEBHOOK_SECRET, LiveServer
+from tests.stack import LiveServer
 from tests.webhook_payloads import encode, now_ms, sample, signed_headers
 
 pytestmark = pytest.mark.usefixtures("celery_worker", "clean_db")
 
 REFUSED_WITHIN_SECONDS = 1.0
-
-
-@pytest.fixture
-def subscribed(standin_admin: Any, live_server: LiveServer) -> Iterator[Any]:
-    status = standin_admin.set_webhook(live_server.url + "/webhooks/asgardeo", WEBHOOK_SECRET, wait_verified=10)
-    assert status["verified"], status
-    yield standin_admin
-    standin_admin.wait_for_deliveries(timeout=10)
-    standin_admin.set_webhook(None)
-
-
-def local_user(asgardeo_id: str) -> User | None:
-    get_engine()
-    with SessionFactory() as session:
-        return session.execute(select(User).where(User.asgardeo_id == asgardeo_id)).scalar_one_or_none()
 
 
 def synced_person(standin_admin: Any) -> dict[str, Any]:
