@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, Response, jsonify, request
 
 from .config import SUBJECT_CLAIMS, ChaosConfig
-from .directory import PROFILE_FIELDS, DirectoryError
+from .directory import PROFILE_FIELDS, DirectoryError, RoleRecord, RoleStore
 from .scim import user_resource
 
 if TYPE_CHECKING:
@@ -34,6 +34,10 @@ BODIES: dict[str, frozenset[str]] = {
     "flush": frozenset({"timeout"}),
     "ratelimit": frozenset({"per_minute", "window_seconds"}),
     "fail_get": frozenset({"status", "times"}),
+    "reset_password": frozenset({"password", "action"}),
+    "create_role": frozenset({"name", "audience_type", "audience_value", "audience_display", "id"}),
+    "role_members": frozenset({"add", "remove"}),
+    "rename_role": frozenset({"name"}),
     "oidc": frozenset({"subject_claim"}),
 }
 
@@ -112,10 +116,64 @@ def create_blueprint(standin: Standin) -> Blueprint:  # noqa: PLR0915 - one rout
         }
         if action == "end-sessions":
             directory.get(user_id)
-            return jsonify({"ended": standin.provider.end_user_sessions(user_id)})
+            return jsonify({"ended": standin.provider.end_user_sessions(user_id, announce=True)})
         if action not in actions:
             return Response(status=404)
         actions[action]()
+        return resource(user_id)
+
+    roles = RoleStore(directory)
+
+    def role_json(role: RoleRecord) -> Response:
+        return jsonify(
+            {
+                "id": role.id,
+                "name": role.name,
+                "audience": {
+                    "type": role.audience_type,
+                    "value": role.audience_value,
+                    "display": role.audience_display,
+                },
+                "members": len(role.members),
+            }
+        )
+
+    @bp.post("/roles")
+    def create_role() -> tuple[Response, int]:
+        data = body("create_role", required=frozenset({"name"}))
+        role = roles.create(
+            str(data["name"]),
+            str(data.get("audience_type") or "organization"),
+            str(data.get("audience_value") or ""),
+            str(data.get("audience_display") or ""),
+            data.get("id"),
+        )
+        return role_json(role), 201
+
+    @bp.patch("/roles/<role_id>/users")
+    def role_members(role_id: str) -> Response:
+        """``{"add": [user ids], "remove": [user ids]}``; emits ``roleUsersUpdated`` (lists over 1,000 cut)."""
+        data = body("role_members")
+        add, remove = data.get("add") or [], data.get("remove") or []
+        if not isinstance(add, list) or not isinstance(remove, list):
+            raise DirectoryError("add and remove must be lists of user ids")
+        return role_json(roles.update_members(role_id, [str(u) for u in add], [str(u) for u in remove]))
+
+    @bp.patch("/roles/<role_id>")
+    def rename_role(role_id: str) -> Response:
+        return role_json(roles.rename(role_id, str(body("rename_role", required=frozenset({"name"}))["name"])))
+
+    @bp.delete("/roles/<role_id>")
+    def delete_role(role_id: str) -> Response:
+        roles.delete(role_id)
+        return Response(status=204)
+
+    @bp.post("/users/<user_id>/reset-password")
+    def reset_password(user_id: str) -> Response:
+        """An administrator's reset: ``{"password", "action"}``; emits ``credentialUpdated`` with ``action``
+        (default ``CREDENTIAL_RESET``, the flow name Asgardeo's code emits)."""
+        data = body("reset_password", required=frozenset({"password"}))
+        directory.reset_password(user_id, str(data["password"]), str(data.get("action") or "CREDENTIAL_RESET"))
         return resource(user_id)
 
     @bp.post("/users/<user_id>/fail-get")

@@ -67,8 +67,36 @@ class StandinAdmin:
         self._call("DELETE", f"/users/{user_id}")
 
     def end_sessions(self, user_id: str) -> int:
-        """End every OIDC session of the user (back-channel logouts are sent); returns how many ended."""
+        """End every OIDC session of the user (``sessionRevoked`` is emitted, back-channel logouts are sent); returns
+        how many ended."""
         return int(self._call("POST", f"/users/{user_id}/end-sessions")["ended"])
+
+    def reset_password(self, user_id: str, password: str, action: str | None = None) -> dict[str, Any]:
+        """An administrator's password reset (emits ``credentialUpdated``, action ``CREDENTIAL_RESET`` unless given)."""
+        body: dict[str, Any] = {"password": password}
+        if action is not None:
+            body["action"] = action
+        result: dict[str, Any] = self._call("POST", f"/users/{user_id}/reset-password", body)
+        return result
+
+    def create_role(self, name: str, **fields: Any) -> dict[str, Any]:
+        """A role (``audience_type``, ``audience_value``, ``audience_display``, ``id`` optional)."""
+        result: dict[str, Any] = self._call("POST", "/roles", {"name": name, **fields})
+        return result
+
+    def role_members(self, role_id: str, add: Any = (), remove: Any = ()) -> dict[str, Any]:
+        """Add and remove members (emits ``roleUsersUpdated``; lists over 1,000 are cut in the event)."""
+        result: dict[str, Any] = self._call(
+            "PATCH", f"/roles/{role_id}/users", {"add": list(add), "remove": list(remove)}, timeout=120
+        )
+        return result
+
+    def rename_role(self, role_id: str, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("PATCH", f"/roles/{role_id}", {"name": name})
+        return result
+
+    def delete_role(self, role_id: str) -> None:
+        self._call("DELETE", f"/roles/{role_id}")
 
     def fail_get(self, user_id: str, status: int = 404, times: int = 1) -> None:
         """Make the next ``times`` SCIM GETs of this user answer ``status`` (a false 404 once, by default)."""

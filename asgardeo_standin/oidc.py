@@ -8,6 +8,7 @@ tokens, the M2M scopes, and back-channel logout when a session ends.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 import threading
@@ -30,11 +31,12 @@ from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
 from .config import StandinConfig
-from .directory import Change, Directory, UserNotFound, UserRecord, organization_ids
+from .directory import Change, Directory, UserNotFound, UserRecord, now_ms, organization_ids
 
 log = logging.getLogger(__name__)
 
 M2M_SCOPES = (
+    "internal_role_mgt_view",
     "internal_user_mgt_list",
     "internal_user_mgt_view",
     "internal_user_mgt_create",
@@ -264,6 +266,8 @@ class OidcProvider:
         self._tokens: dict[str, Token] = {}
         self._refresh: dict[str, Token] = {}
         self._sessions: dict[str, tuple[str, set[str]]] = {}
+        # When each session began (epoch ms): the session channel's events report it as ``loginTime``.
+        self._session_started: dict[str, int] = {}
         self._backchannel = ThreadPoolExecutor(max_workers=2, thread_name_prefix="standin-backchannel")
         self.backchannel_counts = {"sent": 0, "failed": 0}
         self.server = AuthorizationServer()
@@ -486,11 +490,51 @@ class OidcProvider:
         return token
 
     # --- sessions ----------------------------------------------------------------------------------------
-    def open_session(self, user: UserRecord) -> Subject:
+    def open_session(self, user: UserRecord, client_id: str | None = None) -> Subject:
+        """A new login session; emits ``sessionEstablished`` (for ``client_id``, the application signing in)."""
         sid = str(uuid.uuid4())
         with self._lock:
-            self._sessions[sid] = (user.id, set())
+            self._sessions[sid] = (user.id, {client_id} if client_id else set())
+            self._session_started[sid] = now_ms()
+        self._announce_session(user.id, "sessionEstablished", sid, client_id)
         return Subject(user, sid)
+
+    def present_session(self, subject: Subject, client_id: str) -> None:
+        """An existing session signs into an application (single sign-on); emits ``sessionPresented``."""
+        self._store_session_client(subject.sid, client_id)
+        self._announce_session(subject.user.id, "sessionPresented", subject.sid, client_id)
+
+    def _application(self, client_id: str) -> dict[str, str]:
+        return {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"application:{client_id}")), "name": client_id}
+
+    def _session_entry(self, sid: str) -> dict[str, Any] | None:
+        """A session as the session channel shows it: Asgardeo's 64-hex id (not the OIDC ``sid``), the login time
+        and the applications it signed into."""
+        with self._lock:
+            entry = self._sessions.get(sid)
+            started = self._session_started.get(sid, now_ms())
+        if entry is None:
+            return None
+        return {
+            "id": hashlib.sha256(sid.encode()).hexdigest(),
+            "loginTime": started,
+            "applications": [self._application(c) for c in sorted(entry[1])],
+        }
+
+    def _announce_session(self, user_id: str, name: str, sid: str, client_id: str | None) -> None:
+        entry = self._session_entry(sid)
+        if entry is None:
+            return
+        fields: dict[str, Any] = {"session": entry}
+        if client_id:
+            fields["application"] = self._application(client_id)
+        self.directory.announce(user_id, "session", name, fields)
+
+    def _announce_revoked(self, user_id: str, sids: list[str]) -> None:
+        """Emits ``sessionRevoked`` listing the sessions about to end (call before ending them)."""
+        sessions = [entry for sid in sids if (entry := self._session_entry(sid)) is not None]
+        if sessions:
+            self.directory.announce(user_id, "session", "sessionRevoked", {"sessions": sessions})
 
     def session_subject(self, sid: str | None) -> Subject | None:
         if not sid:
@@ -512,6 +556,7 @@ class OidcProvider:
         """End one session: revoke its tokens and send a back-channel logout to each client that used it."""
         with self._lock:
             entry = self._sessions.pop(sid, None)
+            self._session_started.pop(sid, None)
             if entry is None:
                 return False
             user_id, client_ids = entry
@@ -524,9 +569,16 @@ class OidcProvider:
                 self._backchannel.submit(self._send_logout, client, user_id, sid)
         return True
 
-    def end_user_sessions(self, user_id: str) -> int:
-        """End every session of a user (admin action, and on disable, lock and delete). Returns the count."""
-        return sum(self.end_session(sid) for sid in self.sessions_of(user_id))
+    def end_user_sessions(self, user_id: str, *, announce: bool = False) -> int:
+        """End every session of a user (admin action, and on disable, lock and delete). Returns the count.
+
+        ``announce``: emit ``sessionRevoked`` first, as Asgardeo does when an administrator terminates a user's
+        sessions.
+        """
+        sids = self.sessions_of(user_id)
+        if announce:
+            self._announce_revoked(user_id, sids)
+        return sum(self.end_session(sid) for sid in sids)
 
     def subject_of(self, user_id: str) -> str:
         """The ``sub`` this user's tokens carry under the configured ``subject_claim`` (the id if deleted)."""
@@ -565,6 +617,8 @@ class OidcProvider:
             self.backchannel_counts["sent" if ok else "failed"] += 1
 
     def _on_change(self, change: Change) -> None:
+        if change.user is None:
+            return
         names = {name for _, name in change.events}
         if names & {"userDisabled", "userAccountLocked", "userDeleted"}:
             user_id = change.user.id
@@ -627,7 +681,7 @@ def create_blueprint(provider: OidcProvider) -> Blueprint:
         if request.method == "GET":
             subject = provider.session_subject(session.get("sid"))
             if subject is not None and request.args.get("prompt") != "login":
-                provider._store_session_client(subject.sid, grant.client.client_id)
+                provider.present_session(subject, grant.client.client_id)
                 return server.create_authorization_response(grant=grant, grant_user=subject)
             return render_template(
                 "login.html",
@@ -645,7 +699,7 @@ def create_blueprint(provider: OidcProvider) -> Blueprint:
                 action=request.full_path,
                 error="Login failed! Please check your username and password and try again.",
             ), 401
-        subject = provider.open_session(user)
+        subject = provider.open_session(user, grant.client.client_id)
         session["sid"] = subject.sid
         return server.create_authorization_response(grant=grant, grant_user=subject)
 
@@ -666,6 +720,9 @@ def create_blueprint(provider: OidcProvider) -> Blueprint:
         """RP-initiated logout: ends the browser's session (and the id_token_hint's) and maybe redirects."""
         sid = session.pop("sid", None)
         if sid:
+            subject = provider.session_subject(sid)
+            if subject is not None:
+                provider._announce_revoked(subject.user.id, [sid])
             provider.end_session(sid)
         response = server.create_endpoint_response("end_session")
         if response is not None:

@@ -9,6 +9,11 @@ Redis prefix (tests/services.py). The generator sends signed deliveries (userCre
 created earlier, neither of which asks for a SCIM refresh) open-loop at ``--rate``, with a few deliberate
 duplicates (answered 200) and forged signatures (answered 401). Bounded by count and by time; loopback only.
 
+Every 10th send (from the 4th) adds a prepared user to a role ROLE_MAP maps (``roleUsersUpdated``: the role is
+granted and audited), and every 10th (from the 8th) revokes a prepared user's Asgardeo sessions (``sessionRevoked``
+without a session list: every live session of the user ends); the prepared users and their sessions are written
+before the run. Their lag is reported in rows of their own.
+
 Measured per accepted event, from the inbox row: ``processed_at - received_at`` (the row's insert to the worker's
 commit; ``processed_at`` is stamped in the same transaction that writes the user), and from the client's send time
 to ``processed_at``. Baselines from the same run: the direct in-process ``events.apply`` call on events of the same
@@ -46,14 +51,60 @@ class Delivery:
     raw: bytes
     headers: dict[str, str]
     expect: int  # 202 new, 200 duplicate, 401 forged
+    kind: str = "user"  # user, role (roleUsersUpdated) or session (sessionRevoked)
 
 
-def plan_deliveries(count: int) -> list[Delivery]:
-    """``count`` sends: mostly new users, every 5th deletes an earlier one, every 50th repeats, every 100th forged."""
+ROLE_MAP = "HR Manager@application:HRMS=hr"
+ROLE_ID = str(uuid.uuid4())
+
+
+def security_body(kind: str, user_id: str, iat: int) -> dict[str, Any]:
+    """A ``roleUsersUpdated`` adding ``user_id`` to the mapped role, or a ``sessionRevoked`` of all their sessions."""
+    if kind == "role":
+        role = {
+            "id": ROLE_ID,
+            "name": "HR Manager",
+            "audience": {"type": "application", "value": ROLE_ID, "display": "HRMS"},
+            "addedUsers": [{"id": user_id, "userStoreDomain": "DEFAULT"}],
+        }
+        uri = "https://schemas.identity.wso2.org/events/role/event-type/roleUsersUpdated"
+        return {"iss": "bench", "jti": str(uuid.uuid4()), "iat": iat, "events": {uri: {"role": role}}}
+    return event("sessionRevoked", user_id, iat=iat, channel="session")
+
+
+def prepare_users(count: int) -> list[str]:
+    """Users with one live session each, for the role and session events (written before the clock starts)."""
+    from models.db import unit_of_work
+    from models.sessions import create_session
+    from models.users import UserRecord, get_by_asgardeo_id, upsert_users
+
+    ids = [str(uuid.uuid4()) for _ in range(count)]
+    records = [UserRecord(i, f"{i}@example.com", f"{i}@example.com", None, None, (), "active", 1) for i in ids]
+    with unit_of_work() as session:
+        upsert_users(session, records, source="reconcile")
+        for user_id in ids:
+            user = get_by_asgardeo_id(session, user_id)
+            assert user is not None
+            create_session(session, user, ttl_seconds=3600)
+    return ids
+
+
+def plan_deliveries(count: int, prepared: list[str] | None = None) -> list[Delivery]:
+    """``count`` sends: mostly new users, every 5th deletes an earlier one, every 50th repeats, every 100th forged;
+    with ``prepared`` users, every 10th also a role grant and every 10th a session revocation."""
     out: list[Delivery] = []
     created: list[str] = []
     base = int(time.time() * 1000)
+    granted = iter(prepared or [])
+    revoked = iter(prepared or [])
     for i in range(count):
+        kind = {3: "role", 7: "session"}.get(i % 10) if prepared else None
+        target = next(granted if kind == "role" else revoked, None) if kind else None
+        if kind and target:
+            raw = encode(security_body(kind, target, base + i))
+            headers = {"Content-Type": "application/json", "X-Hub-Signature": signature(raw, SECRET)}
+            out.append(Delivery(json.loads(raw)["jti"], raw, headers, 202, kind))
+            continue
         if i % 100 == 99:
             raw = encode(event("userCreated", claims=claims(username=f"forged-{i}@example.com"), iat=base + i))
             out.append(
@@ -182,9 +233,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     args = parser.parse_args()
     count = int(args.rate * args.seconds)
-    plan = plan_deliveries(count)
+    os.environ["ROLE_MAP"] = ROLE_MAP
     logdir = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     with services() as env, procfile_processes(env, logdir) as port:
+        plan = plan_deliveries(count, prepare_users(count // 10 + 1))
         ping_round_trips(5)  # the worker is up and consuming
         ping_ms = ping_round_trips(50)
         sent = send_paced(port, plan, args.rate, args.clients, limit_seconds=args.seconds * 2 + 10)
@@ -201,9 +253,12 @@ def main() -> None:
                 break
             time.sleep(0.2)
         direct_ms = direct_apply(200)
-    server_lag = [
-        (p - r) * 1000 for s, r, p in (rows[j] for j in jtis if j in rows) if p is not None and s == "applied"
-    ]
+
+    def lag_of(kind: str) -> list[float]:
+        picked = [d.jti for d, _ in accepted if d.kind == kind and d.jti in rows]
+        return [(p - r) * 1000 for s, r, p in (rows[j] for j in picked) if p is not None and s == "applied"]
+
+    server_lag = lag_of("user")
     client_lag = [
         (rows[d.jti][2] - sent_at) * 1000  # type: ignore[operator]
         for d, (sent_at, _) in accepted
@@ -233,6 +288,8 @@ def main() -> None:
             "cpus": os.cpu_count(),
         },
         "receipt_to_commit": summary(server_lag),
+        "role_change_receipt_to_commit": summary(lag_of("role")),
+        "session_revocation_receipt_to_commit": summary(lag_of("session")),
         "send_to_commit": summary(client_lag),
         "direct_apply_call": summary(direct_ms),
         "ping_round_trip": summary(ping_ms),
@@ -246,9 +303,16 @@ def main() -> None:
     print(
         f"end-to-end lag at {args.rate:.0f} events/s for {args.seconds:.0f} s (gunicorn as the Procfile + celery -c 2)"
     )
-    for name in ("receipt_to_commit", "send_to_commit", "direct_apply_call", "ping_round_trip"):
+    for name in (
+        "receipt_to_commit",
+        "role_change_receipt_to_commit",
+        "session_revocation_receipt_to_commit",
+        "send_to_commit",
+        "direct_apply_call",
+        "ping_round_trip",
+    ):
         s: Any = result[name]
-        print(f"{name:<20} p50 {s['p50_ms']:8.2f} ms  p95 {s['p95_ms']:8.2f} ms  p99 {s['p99_ms']:8.2f} ms  n={s['n']}")
+        print(f"{name:<37} p50 {s['p50_ms']:8.2f} ms  p95 {s['p95_ms']:8.2f} ms  p99 {s['p99_ms']:8.2f} ms  n={s['n']}")
     print(
         f"ratio receipt→commit p50 / direct apply p50: {result['ratio_p50_vs_direct_apply']}; "
         f"/ ping round trip p50: {result['ratio_p50_vs_ping']}"

@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from models.directory_roles import parse_role_map
+
 AppEnv = Literal["development", "test", "production"]
 # Which directory attribute an ID token's ``sub`` carries: the user id (Asgardeo's default), or the username or email
 # when the application issues another subject (see docs/architecture.md, "Identity model").
@@ -73,6 +75,10 @@ class Settings(BaseSettings):
     # Directory ids (the ID token's sub) that may become the first admin, for accounts without a verified email.
     bootstrap_admin_ids: CsvList = Field(default_factory=list)
     group_role_map: CsvList = Field(default_factory=list)
+    # Asgardeo roles that grant application roles: ``NAME[@TYPE[:AUDIENCE]]=role,...`` (models/directory_roles.py).
+    role_map: CsvList = Field(default_factory=list)
+    # A password change, reset or invitation in Asgardeo (``credentialUpdated``) ends the sessions signed in before it.
+    credential_update_ends_sessions: bool = True
 
     scim_client_id: str | None = None
     scim_client_secret: SecretStr | None = None
@@ -87,7 +93,8 @@ class Settings(BaseSettings):
     scim_max_attempts: int = Field(default=6, ge=1, le=20)
 
     webhook_secrets: CsvList = Field(default_factory=list)
-    webhook_max_body_bytes: int = Field(default=64 * 1024, gt=0)
+    # A role event lists up to 1,000 added and 1,000 removed users with their claims (about 300 KB): 64 KiB refused it.
+    webhook_max_body_bytes: int = Field(default=512 * 1024, gt=0)
     webhook_max_age_seconds: int = Field(default=7 * 24 * 3600, gt=0)
     webhook_org: str | None = None
     refresh_coalesce_seconds: float = Field(default=5.0, ge=0)
@@ -137,7 +144,7 @@ class Settings(BaseSettings):
     metrics_public: bool = False
 
     @field_validator(
-        "bootstrap_admin_emails", "bootstrap_admin_ids", "group_role_map", "webhook_secrets", mode="before"
+        "bootstrap_admin_emails", "bootstrap_admin_ids", "group_role_map", "webhook_secrets", "role_map", mode="before"
     )
     @classmethod
     def _csv(cls, value: object) -> object:
@@ -207,6 +214,17 @@ class Settings(BaseSettings):
         if self.asgardeo_base_url:
             return self.asgardeo_base_url.rstrip("/") + "/oauth2/token"
         return None
+
+    @field_validator("role_map")
+    @classmethod
+    def _role_map_entries(cls, value: list[str]) -> list[str]:
+        parse_role_map(value)
+        return value
+
+    @property
+    def asgardeo_roles(self) -> dict[tuple[str, str | None, str | None], str]:
+        """``ROLE_MAP`` as ``{(role name, audience type, audience): application role}``."""
+        return parse_role_map(self.role_map)
 
     @property
     def group_roles(self) -> dict[str, str]:

@@ -40,6 +40,8 @@ RUN_STATUSES = ("running", "succeeded", "failed", "guarded", "partial")
 # Who retired a user: a signed webhook event, or the directory no longer answering for them (listing + 404).
 RETIRED_BY = ("event", "absence")
 RUN_KINDS = ("full", "user")
+# Who granted a user's current role: an Asgardeo role mapped by ROLE_MAP, or an admin by hand.
+ROLE_SOURCES = ("admin", "directory")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -66,6 +68,7 @@ class User(Base):
         CheckConstraint(_in("status", USER_STATUSES), name="status"),
         CheckConstraint(_in("role", ROLES), name="role"),
         CheckConstraint(_in("retired_by", RETIRED_BY), name="retired_by"),
+        CheckConstraint(_in("role_source", ROLE_SOURCES), name="role_source"),
         Index("ix_users_email_lower", func.lower(text("email"))),
         Index("ix_users_status", "status"),
     )
@@ -88,6 +91,14 @@ class User(Base):
     oidc_subject: Mapped[str | None] = mapped_column(String(255), unique=True)
     # Why an inactive or deleted user is so: ``event`` (signed) or ``absence`` (a presence later shown undoes it).
     retired_by: Mapped[str | None] = mapped_column(String(16))
+    # Memberships of mapped Asgardeo roles, ``[{"id", "role", "member", "iat"}]`` (models/directory_roles.py).
+    directory_roles: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONB, server_default=text("'[]'::jsonb"), default=list
+    )
+    # ``directory`` or ``admin``: who granted ``role``; the directory takes away only what it granted.
+    role_source: Mapped[str | None] = mapped_column(String(16))
+    # While the directory's grant sits above it: the role without it (an admin's, or from before), given back after.
+    base_role: Mapped[str | None] = mapped_column(String(32))
     last_synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _now()

@@ -83,6 +83,9 @@ def edit_app_fields(session: Session, user_id: int, edit: Mapping[str, Any], *, 
     if diff:
         for name, (_, value) in diff.items():
             setattr(user, name, value)
+        if "role" in diff:
+            # Set by hand: the directory's role events never take it away (models/directory_roles.py).
+            user.role_source, user.base_role = "admin", None
         user.updated_at = datetime.now(UTC)
         change = record_change(session, user, "updated", diff, source="admin", actor=actor)
     session.flush()

@@ -21,11 +21,16 @@ log = logging.getLogger(__name__)
 
 LOGIN_SUBJECT_UNRESOLVED = "login_subject_unresolved"
 DIRECTORY_UNUSABLE = "directory_unusable"
+LAST_ADMIN_KEPT = "last_admin_kept"
 MESSAGES = {
     DIRECTORY_UNUSABLE: (
         "The directory's SCIM API could not be used (not configured, credentials refused, or an unreadable answer), "
         "so users are neither refreshed nor linked and the nightly run cannot confirm anyone. Check "
         "ASGARDEO_BASE_URL, SCIM_CLIENT_ID and SCIM_CLIENT_SECRET; the failed runs say more. Nobody was retired."
+    ),
+    LAST_ADMIN_KEPT: (
+        "Asgardeo took away the role that grants admin here (ROLE_MAP) from the last active admin, so the admin role "
+        "was kept: nobody else could undo it. Grant admin to someone else first; the user's history shows the event."
     ),
     LOGIN_SUBJECT_UNRESOLVED: (
         "A login's subject (the ID token's sub) matched no directory user, so that person's row is not linked to "

@@ -28,7 +28,7 @@ import redis
 from celery import Task
 from sqlalchemy import exc as sa_exc
 
-from models import inbox, logs
+from models import directory_roles, inbox, logs, security_events, sign_in_events
 from models.attributes import user_fields
 from models.batch_thread import BatchThread
 from models.db import unit_of_work
@@ -39,7 +39,10 @@ from tasks import metrics
 from tasks.app import app
 from tasks.arguments import positive_id
 from tasks.coalesce import request_user_refresh
+from tasks.config_warnings import LAST_ADMIN_KEPT, record_warning
+from tasks.errors import TransientError
 from tasks.live import publish_changes
+from tasks.scim import ScimClient
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,8 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     sa_exc.TimeoutError,
     # Two events creating one new user at once: the loser's retry finds the row.
     sa_exc.IntegrityError,
+    # The Roles API read of a truncated role event: Asgardeo busy or unreachable.
+    TransientError,
 )
 
 
@@ -215,6 +220,12 @@ def apply_event(event_id: int) -> Outcome:
 
 def _apply_row(session: Any, row: WebhookEvent) -> Outcome:
     envelope = inbox.parse_envelope(row.payload)
+    if row.event_type in security_events.HANDLED:
+        return _apply_security_event(session, row, envelope.event)
+    if row.event_type in ROLE_EVENTS:
+        return _apply_role_event(session, row, envelope.event)
+    if row.event_type in sign_in_events.HANDLED:
+        return _record_sign_in_event(session, row, envelope.event)
     plan = plan_event(row.event_type, envelope.event, row.asgardeo_user_id, row.iat)
     if plan.ignore is not None:
         inbox.finish(session, row, "ignored", note=plan.ignore)
@@ -239,9 +250,81 @@ def _apply_row(session: Any, row: WebhookEvent) -> Outcome:
     )
 
 
+def _apply_security_event(session: Any, row: WebhookEvent, event: Mapping[str, Any]) -> Outcome:
+    """A session or credential event: it ends application sessions (``applied``) or changes nothing (``ignored``)."""
+    result = security_events.apply_security_event(
+        session,
+        row.event_type,
+        event,
+        row.asgardeo_user_id,
+        iat=row.iat,
+        event_jti=row.jti,
+        credential_ends_sessions=get_settings().credential_update_ends_sessions,
+    )
+    status = "applied" if result.change is not None else "ignored"
+    inbox.finish(session, row, status, note=None if status == "applied" else result.note)
+    log.info("security event handled", extra={"revoked": result.revoked, "outcome": status})
+    return Outcome(status=status, changes=[result.change] if result.change else [], jti=row.jti)
+
+
+def _record_sign_in_event(session: Any, row: WebhookEvent, event: Mapping[str, Any]) -> Outcome:
+    """A login or token event: counted (``identity_events``) and attributed to the user it names, nothing else."""
+    row.asgardeo_user_id = sign_in_events.named_user(session, event, row.asgardeo_user_id) or row.asgardeo_user_id
+    metrics.inc("identity_events", event_type=row.event_type)
+    inbox.finish(session, row, "ignored", note="recorded; login and token events change no user")
+    return Outcome(status="ignored", jti=row.jti)
+
+
+ROLE_EVENTS = frozenset({directory_roles.ROLE_USERS_UPDATED, "roleDeleted", "roleMetaUpdated"})
+
+
+def _apply_role_event(session: Any, row: WebhookEvent, event: Mapping[str, Any]) -> Outcome:
+    """A role event: grants and takes away mapped application roles (models/directory_roles.py).
+
+    A member list Asgardeo cut (over 1,000) is replaced by the role's complete list from the SCIM2 Roles API, one
+    request inside the shared SCIM budget, read while this event is held; a failed read retries the event.
+    """
+    if row.event_type == "roleMetaUpdated":
+        directory_roles.parse_role(event)
+        inbox.finish(session, row, "ignored", note="a renamed role keeps its grants: they follow the role's id")
+        return Outcome(status="ignored", jti=row.jti)
+    if row.event_type == "roleDeleted":
+        role = directory_roles.parse_role(event)
+        change = directory_roles.role_deleted_change(session, role)
+        app_role = directory_roles.known_app_role(session, role.id)
+    else:
+        change = directory_roles.parse_member_change(event)
+        role = change.role
+        app_role = directory_roles.mapped_app_role(role, get_settings().asgardeo_roles) or (
+            directory_roles.known_app_role(session, role.id)
+        )
+    if app_role is None:
+        inbox.finish(session, row, "ignored", note="the role is not in ROLE_MAP")
+        return Outcome(status="ignored", jti=row.jti)
+    if change.truncated:
+        members = ScimClient().get_role_members(role.id)
+        change = (
+            directory_roles.role_deleted_change(session, role)
+            if members is None
+            else directory_roles.full_membership_change(session, role, members)
+        )
+        log.info("role members read from the Roles API", extra={"role_id": role.id, "members": len(change.added)})
+    result = directory_roles.apply_member_change(session, change, app_role, iat=row.iat, event_jti=row.jti)
+    for user_id in result.kept_last_admin:
+        record_warning(LAST_ADMIN_KEPT, user_id=user_id)
+    inbox.finish(session, row, "applied", note="the last active admin kept admin" if result.kept_last_admin else None)
+    log.info("role event applied", extra={"role_id": role.id, "changes": len(result.changes)})
+    return Outcome(status="applied", changes=result.changes, jti=row.jti)
+
+
 # Our own refusals say what is wrong with the event's shape and carry none of its values; anything else may (a database
 # error quotes its statement), so only its kind is kept.
-_DESCRIBED_ERRORS: tuple[type[BaseException], ...] = (PermanentEventError, inbox.InvalidEnvelope)
+_DESCRIBED_ERRORS: tuple[type[BaseException], ...] = (
+    PermanentEventError,
+    inbox.InvalidEnvelope,
+    security_events.MalformedSecurityEvent,
+    directory_roles.MalformedRoleEvent,
+)
 SHORT_ERROR_CHARS = 200
 
 

@@ -42,6 +42,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from celeryconfig import RECONCILE_HARD_LIMIT, RECONCILE_SOFT_LIMIT
+from models import directory_roles
 from models.db import get_engine, unit_of_work
 from models.guard_review import open_review
 from models.runs import (
@@ -60,10 +61,10 @@ from models.tables import User
 from models.users import Change, retire_absent, upsert_users
 from tasks.app import app
 from tasks.arguments import positive_id
-from tasks.config_warnings import DIRECTORY_UNUSABLE, record_warning
+from tasks.config_warnings import DIRECTORY_UNUSABLE, LAST_ADMIN_KEPT, record_warning
 from tasks.errors import DirectoryError, DirectoryUnavailable, UserGone
 from tasks.live import publish_changes, publish_encoded
-from tasks.scim import Listing, ScimClient
+from tasks.scim import Listing, ScimClient, valid_id
 
 log = logging.getLogger(__name__)
 
@@ -290,6 +291,7 @@ def _write_pages(
     deltas[-1].budget_waits, deltas[-1].budget_wait_ms = scim.take_budget_waits()
     with connections.transaction() as session:
         result = upsert_users(session, records, source=SOURCE, run_id=run_id, role_map=role_map)
+        role_changes = _repair_roles(session, listings, run_id)
         # A user listed twice (paging shifted between two pages) is written once; the repeat counts as unchanged.
         repeats = len(records) - result.created - result.updated - result.unchanged - result.stale
         _add(deltas[-1], result.created, result.updated, result.unchanged + result.stale + repeats)
@@ -298,7 +300,30 @@ def _write_pages(
             _merge(total, delta)
         add_progress(session, run_id, total)
     publish_encoded(result.encoded_changes, result.created + result.updated)
+    publish_changes(role_changes)
     return deltas
+
+
+def _repair_roles(session: Any, listings: list[Listing], run_id: int) -> list[Change]:
+    """With ``ROLE_MAP`` set, the listed users' directory-granted roles follow their SCIM ``roles[]``
+    (:func:`models.directory_roles.reconcile_roles`), in the page's transaction."""
+    role_map = get_settings().asgardeo_roles
+    if not role_map:
+        return []
+    changes: list[Change] = []
+    for listing in listings:
+        listed = {
+            str(r["id"]): directory_roles.scim_roles(r)
+            for r in listing.resources
+            if isinstance(r, dict) and valid_id(r.get("id"))
+        }
+        outcome = directory_roles.reconcile_roles(
+            session, listed, role_map, listed_ms=listing.fetched_ms, run_id=run_id
+        )
+        changes.extend(outcome.changes)
+        for user_id in outcome.kept_last_admin:
+            record_warning(LAST_ADMIN_KEPT, user_id=user_id)
+    return changes
 
 
 class _Planner:

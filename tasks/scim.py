@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 WSO2_SCHEMA = "urn:scim:wso2:schema"
 LIST_SCOPE = "internal_user_mgt_list"
 VIEW_SCOPE = "internal_user_mgt_view"
+# The SCIM2 Roles API (a truncated role event's member list).
+ROLE_VIEW_SCOPE = "internal_role_mgt_view"
 # Refresh the cached token this long before Asgardeo says it expires, so no call carries a dying token.
 TOKEN_EXPIRY_MARGIN_SECONDS = 60
 # A token read from Redis is reused in-process this long without asking Redis again (one round trip per page saved).
@@ -294,7 +296,7 @@ class ScimClient:
         response = self._send(
             "POST",
             f"{self.base_url}/oauth2/token",
-            data={"grant_type": "client_credentials", "scope": f"{LIST_SCOPE} {VIEW_SCOPE}"},
+            data={"grant_type": "client_credentials", "scope": f"{LIST_SCOPE} {VIEW_SCOPE} {ROLE_VIEW_SCOPE}"},
             auth=(self._client_id, self._client_secret),
         )
         if response.status_code in (400, 401, 403):
@@ -496,3 +498,19 @@ class ScimClient:
             return parse_user(self._json(response))
         except InvalidResource as exc:
             raise DirectoryUnavailable(f"SCIM user GET answered an unreadable resource: {exc}") from exc
+
+    def get_role_members(self, role_id: str) -> list[str] | None:
+        """The user ids of an Asgardeo role's members (``GET /scim2/v2/Roles/{id}``, one request of the shared
+        budget); ``None`` when the role is gone (404). Raises :class:`DirectoryUnavailable` on an unreadable answer."""
+        if not valid_id(role_id):
+            raise ValueError("not a role id")
+        response = self._scim(f"/v2/Roles/{quote(role_id, safe='')}")
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise DirectoryUnavailable(f"SCIM role GET answered HTTP {response.status_code}")
+        users = _mapping(self._json(response)).get("users") or []
+        if not isinstance(users, list):
+            raise DirectoryUnavailable("SCIM role GET answered users that are not a list")
+        ids = [u.get("value") for u in users if isinstance(u, dict)]
+        return [str(i) for i in ids if valid_id(i)]

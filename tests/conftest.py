@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from tests import rabbitmq
 from tests.services import ServiceUnavailable, TestServices
-from tests.stack import STACK, LiveServer
+from tests.stack import STACK, WEBHOOK_SECRET, LiveServer
 
 _services = TestServices()
 _services_error: str | None = None
@@ -224,3 +224,14 @@ def live_server() -> Iterator[LiveServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def subscribed(standin_admin: Any, live_server: LiveServer) -> Iterator[Any]:
+    """The shared stand-in's webhooks sent to the live server, every channel verified; unsubscribed after the test
+    once its deliveries are out."""
+    status = standin_admin.set_webhook(live_server.url + "/webhooks/asgardeo", WEBHOOK_SECRET, wait_verified=10)
+    assert status["verified"], status
+    yield standin_admin
+    standin_admin.wait_for_deliveries(timeout=30)
+    standin_admin.set_webhook(None)

@@ -49,6 +49,8 @@ class Stack:
             # The shared stand-in runs without a rate limit; rate tests start their own limited instance.
             "SCIM_RATE_PER_MINUTE": "6000",
             "REFRESH_COALESCE_SECONDS": "0.2",
+            # Roles the stand-in's role tests create (tests/integration/test_directory_roles.py).
+            "ROLE_MAP": "HR Manager@application:HRMS=hr,Administrator@organization=admin,Team Lead=manager",
         }
 
     def standin_config(self, **overrides: Any) -> Any:

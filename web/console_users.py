@@ -14,7 +14,7 @@ from typing import Any
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
-from models import audit
+from models import audit, sign_in_events
 from models.db import unit_of_work
 from models.runs import get_run, start_user_run
 from models.tables import ROLES, USER_STATUSES, SyncRun, User, UserChange
@@ -84,6 +84,7 @@ def user_page(user_id: int, *, refused: str | None = None) -> str:
         history = audit.user_history(session, user_id, limit=HISTORY_SHOWN)
         sessions = open_sessions(session, user_id)
         runs = audit.user_runs(session, user.asgardeo_id, limit=RUNS_SHOWN)
+        failed_logins = sign_in_events.failed_logins(session, user.asgardeo_id)
         run_changes: dict[int, list[UserChange]] = {}
         for change in history:
             if change.run_id is not None:
@@ -99,6 +100,7 @@ def user_page(user_id: int, *, refused: str | None = None) -> str:
         shown_run=_shown_run(user.asgardeo_id),
         run_changes=run_changes,
         roles=ROLES,
+        failed_logins=failed_logins,
         refused=refused,
         saved=request.args.get("saved"),
         revoked=optional_int_arg("revoked"),

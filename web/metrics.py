@@ -36,6 +36,7 @@ COUNTERS = {
     "webhooks_jti_conflicts": "Deliveries that reused a stored jti with a different body (not applied)",
     "webhooks_rejected": "Webhook deliveries refused, by reason",
     "events_applied": "Inbox events applied by workers, by outcome",
+    "identity_events": "Asgardeo login and token events recorded, by event type",
     "scim_requests": "Requests to Asgardeo's SCIM2 and OAuth2 APIs, by status",
     "scim_throttled": "HTTP 429 answers from Asgardeo",
     "rate_budget_waits": "Times a caller waited for the shared SCIM rate budget",

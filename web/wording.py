@@ -32,6 +32,9 @@ FIELDS = {
     "employee_id": "employee id",
     "department": "department",
     "session_id": "session",
+    "reason": "why",
+    "revoked": "sessions ended",
+    "granted_by": "granted by",
 }
 
 ACTIONS = {
@@ -43,6 +46,7 @@ ACTIONS = {
     "login": "signed in",
     "role_changed": "role changed",
     "session_revoked": "session revoked",
+    "sessions_revoked": "signed out by Asgardeo",
 }
 
 

@@ -20,6 +20,16 @@ from tests.stack import WEBHOOK_SECRET
 URL = "/webhooks/asgardeo"
 EVENT_URI = "https://schemas.identity.wso2.org/events/user/event-type/"
 REFUSALS = {400, 401, 413, 415}
+SECURITY_URIS = [
+    f"https://schemas.identity.wso2.org/events/{channel}/event-type/{name}"
+    for channel, name in (
+        ("session", "sessionRevoked"),
+        ("session", "sessionEstablished"),
+        ("credential", "credentialUpdated"),
+        ("login", "loginFailed"),
+        ("token", "accessTokenIssued"),
+    )
+]
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
@@ -34,7 +44,8 @@ envelopes = st.fixed_dictionaries(
         "iss": st.text(max_size=50),
         "events": st.one_of(
             st.dictionaries(
-                st.sampled_from([EVENT_URI + n for n in ("userCreated", "userDeleted", "userFoo")]) | st.text(),
+                st.sampled_from([EVENT_URI + n for n in ("userCreated", "userDeleted", "userFoo")] + SECURITY_URIS)
+                | st.text(),
                 json_values,
                 max_size=3,
             ),

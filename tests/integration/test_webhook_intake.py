@@ -213,12 +213,12 @@ def test_event_from_the_future_is_400(client: FlaskClient, recorder: RecordingPu
 
 
 def test_oversized_body_is_413_by_declared_length(client: FlaskClient, recorder: RecordingPublisher) -> None:
-    body = event("userProfileUpdated", addedClaims=[{"uri": "x", "value": "a" * 70_000}])
+    body = event("userProfileUpdated", addedClaims=[{"uri": "x", "value": "a" * 600_000}])
     assert_refused(post(client, body), 413, "payload_too_large", recorder)
 
 
 def test_oversized_chunked_body_is_413_by_what_arrives(live_server: LiveServer, clean_db: None) -> None:
-    raw = encode(event("userProfileUpdated", addedClaims=[{"uri": "x", "value": "a" * 70_000}]))
+    raw = encode(event("userProfileUpdated", addedClaims=[{"uri": "x", "value": "a" * 600_000}]))
 
     def chunks() -> Iterator[bytes]:
         for start in range(0, len(raw), 8192):
@@ -232,7 +232,7 @@ def test_oversized_chunked_body_is_413_by_what_arrives(live_server: LiveServer, 
 
 
 def test_oversized_body_is_413_even_when_unsigned(client: FlaskClient, recorder: RecordingPublisher) -> None:
-    response = client.post(URL, data=b"x" * 70_000, headers={"Content-Type": "application/json"})
+    response = client.post(URL, data=b"x" * 600_000, headers={"Content-Type": "application/json"})
     assert_refused(response, 413, "payload_too_large", recorder)
 
 

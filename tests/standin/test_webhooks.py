@@ -8,9 +8,11 @@ from typing import Any
 import pytest
 
 from asgardeo_standin.client import StandinAdmin
+from asgardeo_standin.directory import CHANNELS
 from asgardeo_standin.server import StandinHandle, start_in_thread
 
 from .conftest import WEBHOOK_SECRET, Subscriber, make_config, wait_until
+from .test_oidc import start_login, submit_form
 
 
 @pytest.fixture
@@ -34,7 +36,7 @@ def test_unverified_subscriber_gets_nothing(subscriber: Subscriber) -> None:
     with start_in_thread(make_config()) as handle:
         admin = StandinAdmin(handle.root_url)
         admin.set_webhook(subscriber.url, WEBHOOK_SECRET)
-        wait_until(lambda: len(subscriber.handshakes) == 2)
+        wait_until(lambda: len(subscriber.handshakes) == len(CHANNELS))
         admin.create_user("x@example.com", email="x@example.com")
         status = admin.wait_for_deliveries(5)
         assert status["verified"] is False
@@ -44,7 +46,13 @@ def test_unverified_subscriber_gets_nothing(subscriber: Subscriber) -> None:
 
 
 def test_handshake_is_websub_per_channel(hooked: tuple[StandinHandle, StandinAdmin], subscriber: Subscriber) -> None:
-    assert {h["hub.topic"].rsplit("/", 1)[-1] for h in subscriber.handshakes} == {"user", "registration"}
+    assert {h["hub.topic"].rsplit("/", 1)[-1] for h in subscriber.handshakes} == {
+        "user",
+        "registration",
+        "session",
+        "credential",
+        "role",
+    }
     for handshake in subscriber.handshakes:
         assert handshake["hub.mode"] == "subscribe"
         assert handshake["hub.challenge"]
@@ -149,3 +157,51 @@ def test_chaos_is_seeded_and_the_ledger_balances(
     assert len(subscriber.deliveries) == status["delivered"]
     jtis = [body["jti"] for _, body in subscriber.events()]
     assert len(jtis) - len(set(jtis)) == status["duplicated"]
+
+
+def event_of(body: dict[str, Any]) -> dict[str, Any]:
+    return dict(next(iter(body["events"].values())))
+
+
+def test_sign_in_and_ending_sessions_emit_the_session_channel_in_asgardeo_shape(
+    hooked: tuple[StandinHandle, StandinAdmin], subscriber: Subscriber
+) -> None:
+    handle, admin = hooked
+    user = admin.create_user("lee@example.com", "Lee#pass1", email="lee@example.com")
+    _, url, _, _ = start_login(handle)
+    assert submit_form(url, "lee@example.com", "Lee#pass1").status_code == 302
+    assert admin.end_sessions(user["id"]) == 1
+    assert admin.end_sessions(user["id"]) == 0  # nothing left to revoke: no event
+    assert admin.wait_for_deliveries(5)["idle"]
+    bodies = dict(subscriber.events())
+    assert list(bodies) == ["userCreated", "registrationSuccess", "sessionEstablished", "sessionRevoked"]
+    established, revoked = event_of(bodies["sessionEstablished"]), event_of(bodies["sessionRevoked"])
+    assert set(established) == {"user", "tenant", "organization", "userStore", "application", "session"}
+    assert set(revoked) == {"user", "tenant", "organization", "userStore", "sessions"}
+    assert established["user"]["id"] == revoked["user"]["id"] == user["id"]
+    session = established["session"]
+    assert len(session["id"]) == 64
+    assert int(session["id"], 16) >= 0
+    assert session["applications"] == [established["application"]]
+    assert established["application"]["name"] == handle.config.web_client_id
+    assert revoked["sessions"] == [session]
+    assert next(iter(bodies["sessionRevoked"]["events"])).endswith("/events/session/event-type/sessionRevoked")
+
+
+def test_password_changes_and_resets_emit_credential_updated(
+    hooked: tuple[StandinHandle, StandinAdmin], subscriber: Subscriber
+) -> None:
+    _, admin = hooked
+    user = admin.create_user("pat@example.com", "Pat#pass1", email="pat@example.com")
+    admin.update_user(user["id"], password="Pat#pass2")
+    admin.reset_password(user["id"], "Pat#pass3")
+    admin.reset_password(user["id"], "Pat#pass4", action="RESET")
+    assert admin.wait_for_deliveries(5)["idle"]
+    credential = [event_of(body) for name, body in subscriber.events() if name == "credentialUpdated"]
+    assert [(e["credentialType"], e["action"], e["initiatorType"]) for e in credential] == [
+        ("PASSWORD", "UPDATE", "ADMIN"),
+        ("PASSWORD", "CREDENTIAL_RESET", "ADMIN"),
+        ("PASSWORD", "RESET", "ADMIN"),
+    ]
+    assert all(e["user"]["id"] == user["id"] for e in credential)
+    assert claims(credential[0]["user"]) == {"emailaddress": "pat@example.com"}
