@@ -25,6 +25,8 @@ if _settings.broker_is_rabbitmq:
     # the relay's "sent" mean what they say. Unacknowledged messages return to the queue when the consumer's
     # channel closes; RabbitMQ's own ``consumer_timeout`` (rabbitmq.conf) must outlast the longest task.
     broker_transport_options: dict[str, object] = {"confirm_publish": True}
+    # An AMQP connection is a handshake of several round trips; a busy broker may take longer than Celery's 4 s.
+    broker_connection_timeout = 10.0
 else:
     broker_transport_options = {
         # A message unacknowledged this long is handed to another worker; it must outlast the longest task, or a

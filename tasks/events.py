@@ -433,6 +433,9 @@ def relay() -> int:
 # Postgres, so a slow publish would only hold a web thread for nothing.
 PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.05, "interval_max": 0.05}
 PUBLISH_TRANSPORT_OPTIONS = {"socket_connect_timeout": 0.5, "socket_timeout": 1.0}
+# An AMQP connection is a handshake of several round trips, which a busy RabbitMQ can take seconds to finish; the
+# publisher runs off the request threads, so waiting costs no answer, and giving up only delays the event to the relay.
+PUBLISH_CONNECT_TIMEOUT = 5.0
 # What a publish raises when the broker is away or refuses a message, on Redis and on RabbitMQ (where a nack under
 # publisher confirms is ``MessageNacked``: the message was not stored, so the relay must send it).
 BROKER_ERRORS = (
@@ -462,7 +465,7 @@ class ApplyPublisher:
         producer = getattr(self._local, "producer", None)
         if producer is None:
             connection = app.connection_for_write(
-                self.broker_url, transport_options=self.transport_options, connect_timeout=1.0
+                self.broker_url, transport_options=self.transport_options, connect_timeout=PUBLISH_CONNECT_TIMEOUT
             )
             producer = connection.Producer(serializer="json")
             self._local.producer = producer

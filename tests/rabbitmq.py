@@ -116,9 +116,18 @@ def close_connections(url: str) -> None:
     _ctl("close_all_connections", "--vhost", vhost_of(url), "--limit", "1000", "test: connections closed on purpose")
 
 
+def remove(url: str) -> None:
+    """Delete the URL's virtual host now (best effort). Each holds some 30 quorum queues (Celery's delayed-delivery
+    set among them), and every one is a Raft group that keeps RabbitMQ busy: left until the run ends, dozens of them
+    slowed its connection handshakes past Celery's timeouts on this 2-core machine."""
+    name = vhost_of(url)
+    if name in _made:
+        _made.remove(name)
+        with contextlib.suppress(RabbitUnavailable, subprocess.TimeoutExpired):
+            _ctl("delete_vhost", name)
+
+
 def remove_all() -> None:
     """Delete every virtual host this process made (best effort: the run is ending)."""
     while _made:
-        name = _made.pop()
-        with contextlib.suppress(RabbitUnavailable, subprocess.TimeoutExpired):
-            _ctl("delete_vhost", name)
+        remove(vhost_url(_made[-1]))

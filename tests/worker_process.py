@@ -236,8 +236,11 @@ class Broker:
         return {k.decode(): float(v) for k, v in raw.items()}
 
     def close(self) -> None:
+        """Close the clients; on RabbitMQ also delete the pipeline's own virtual host (the run's is kept)."""
         self.app.close()
         self.redis.close()
+        if self.on_rabbitmq and self.broker_url != os.environ.get("CELERY_BROKER_URL"):
+            rabbitmq.remove(self.broker_url)
 
     def __enter__(self) -> Broker:
         return self

@@ -122,10 +122,10 @@ def deployment(clean_db: None, clean_redis: None, monkeypatch: pytest.MonkeyPatc
             yield Deployment(made, [p.port for p in proxies], env, broker, admin, handle, web, workers)
             admin.set_webhook(None)
         finally:
-            if broker is not None:
-                broker.close()
             for process in reversed(processes):
                 process.close()
+            if broker is not None:
+                broker.close()
             for proxy in proxies:
                 proxy.stop()
             handle.stop()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -30,11 +30,12 @@ pytestmark = [
 
 
 @pytest.fixture
-def full_events_queue() -> str:
+def full_events_queue() -> Iterator[str]:
     """A virtual host whose ``events`` queue refuses every message (a full queue with ``reject-publish``)."""
     url = rabbitmq.make_vhost("full")
     rabbitmq.set_policy(url, "full-events", "^events$", '{"max-length": 0, "overflow": "reject-publish"}')
-    return url
+    yield url
+    rabbitmq.remove(url)
 
 
 def test_task_queues_are_quorum_queues(make_pipeline: Callable[..., Pipeline]) -> None:
