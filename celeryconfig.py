@@ -89,4 +89,13 @@ beat_schedule["reconcile-nightly"] = {
     "options": {"expires": 3600},
 }
 
+# The incremental sweep: users changed since the last sweep, so a change whose webhook was lost is repaired within
+# one period. It shares the run lock with the nightly run (a sweep meeting a full run does nothing).
+if _settings.incremental_sweep_seconds > 0:
+    beat_schedule["reconcile-sweep"] = {
+        "task": "reconcile.sweep",
+        "schedule": float(_settings.incremental_sweep_seconds),
+        "options": {"expires": _settings.incremental_sweep_seconds},
+    }
+
 worker_hijack_root_logger = False

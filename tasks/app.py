@@ -11,7 +11,10 @@ from models.db import dispose_after_fork
 from models.settings import get_settings
 from tasks.flower_guard import guard_flower
 
-app = Celery("asgardeo_sync", include=["tasks.health", "tasks.events", "tasks.login", "tasks.reconcile", "tasks.users"])
+app = Celery(
+    "asgardeo_sync",
+    include=["tasks.health", "tasks.events", "tasks.login", "tasks.reconcile", "tasks.users", "tasks.incremental"],
+)
 app.config_from_object("celeryconfig")
 guard_flower(get_settings())
 

@@ -44,12 +44,14 @@ from sqlalchemy.orm import Session
 from celeryconfig import RECONCILE_HARD_LIMIT, RECONCILE_SOFT_LIMIT
 from models.db import get_engine, unit_of_work
 from models.runs import (
+    INCREMENTAL_LOCK_KEY,
     Counters,
     RunInProgress,
     add_progress,
     finish_run,
     get_run,
     hold_run_lock,
+    lock_holder_exists,
     mark_started,
     record_progress,
     start_full_run,
@@ -82,6 +84,9 @@ SOURCE = "reconcile"
 # and the audit rows' foreign-key checks (cached per connection) scan the whole table for every page, so the run
 # slows down quadratically (measured: 100,000 users, Postgres CPU 10-28 s instead of about 4 s).
 ANALYZE_MIN_GROWTH = 5_000
+# A full run that finds an incremental sync holding the run lock waits this long for it (they take seconds to a few
+# minutes), rather than being refused for the night.
+INCREMENTAL_WAIT_SECONDS = 600.0
 
 Progress = Callable[[str, Counters], None]
 
@@ -182,7 +187,10 @@ def reconcile_all(
     share = settings.reconcile_max_deactivate_share if max_deactivate_share is None else max_deactivate_share
     counters = Counters()
     report: Progress = progress or (lambda _phase, _c: None)
-    with hold_run_lock(get_engine()) as taken:
+    with unit_of_work() as session:
+        incremental_running = lock_holder_exists(session, INCREMENTAL_LOCK_KEY)
+    wait = INCREMENTAL_WAIT_SECONDS if incremental_running else 0.0
+    with hold_run_lock(get_engine(), wait_seconds=wait) as taken:
         if not taken:
             with unit_of_work() as session:
                 finish_run(session, run_id, "failed", error="refused: another reconciliation holds the lock")
