@@ -97,5 +97,12 @@ if _settings.incremental_sweep_seconds > 0:
         "schedule": float(_settings.incremental_sweep_seconds),
         "options": {"expires": _settings.incremental_sweep_seconds},
     }
+# The drift check: a few users fetched from SCIM every minute, compared with the table and repaired.
+if _settings.drift_sample_per_minute > 0:
+    beat_schedule["reconcile-drift-check"] = {
+        "task": "reconcile.drift_check",
+        "schedule": 60.0,
+        "options": {"expires": 55},
+    }
 
 worker_hijack_root_logger = False

@@ -13,7 +13,15 @@ from tasks.flower_guard import guard_flower
 
 app = Celery(
     "asgardeo_sync",
-    include=["tasks.health", "tasks.events", "tasks.login", "tasks.reconcile", "tasks.users", "tasks.incremental"],
+    include=[
+        "tasks.health",
+        "tasks.events",
+        "tasks.login",
+        "tasks.reconcile",
+        "tasks.users",
+        "tasks.incremental",
+        "tasks.drift",
+    ],
 )
 app.config_from_object("celeryconfig")
 guard_flower(get_settings())

@@ -17,6 +17,7 @@ from models.db import unit_of_work
 from models.settings import Settings
 from models.tables import EVENT_STATUSES, SyncRun, User, WebhookEvent
 from tasks.config_warnings import warnings
+from tasks.staleness import staleness
 from tasks.subscriptions import subscriptions
 from web.access import require_role
 from web.serialize import event_json
@@ -86,6 +87,7 @@ def snapshot(session: Session) -> dict[str, Any]:
             topic: {**entry, "at": _iso(datetime.fromtimestamp(entry["at"], UTC))}
             for topic, entry in sorted(subscriptions().items())
         },
+        "staleness": staleness(session),
         "config_warnings": {
             code: {**entry, "last_at": _iso(datetime.fromtimestamp(entry["last_at"], UTC))}
             for code, entry in sorted(warnings().items())
