@@ -162,3 +162,46 @@ def test_after_the_web_tier_was_down_the_table_has_no_difference_within_five_min
         assert catch_up["mode"] == "full"
         assert [trigger for _, trigger in full_runs()[len(before) :]] == ["catch_up"]
     assert stats["rate_limited"] == 0
+
+
+SWEEP_SECONDS = 20
+
+
+@pytest.mark.timeout(240)
+def test_changes_whose_deliveries_were_dropped_are_repaired_by_the_sweep_within_one_period(
+    make_pipeline: Callable[..., Pipeline], tmp_path: Path
+) -> None:
+    """No downtime: every delivery is dropped silently while the directory changes; beat's sweep (the drift check
+    off, so it alone) repairs the table within one period of its own."""
+    pipeline = make_pipeline(
+        SCIM_RATE_PER_MINUTE="200",
+        RECONCILE_CRON="0 2 1 1 *",
+        INCREMENTAL_SWEEP_SECONDS=str(SWEEP_SECONDS),
+        INCREMENTAL_MARGIN_SECONDS="5",
+        DRIFT_SAMPLE_PER_MINUTE="0",
+    )
+    directory = pipeline.standin.directory
+    directory.seed(200, prefix="dropped")
+    assert pipeline.reconcile().status == "succeeded"
+    pipeline.subscribe(seed=SEED, drop_rate=1.0)
+    pipeline.admin.set_rate_limit(200)
+    beat = ProcfileProcess("beat", {**pipeline.env, "BEAT_SCHEDULE_FILE": str(tmp_path / "beat-schedule")})
+    pipeline.processes.append(beat)
+    beat.start()
+    changed = time.monotonic()
+    mix = {k: v for k, v in outage_changes(directory, random.Random(SEED + 3), 100).items() if k != "delete"}
+    assert pipeline.admin.webhook_status()["dropped"] > 0
+    assert mismatches(pipeline.admin.dump())
+    # The first sweep is due one period after beat started; it must leave nothing but deletions (no filter shows
+    # them, the drift check or the nightly run does) within that period and the sweep's own few seconds.
+    wait_for(
+        lambda: all("deleted in the directory" in m for m in mismatches(pipeline.admin.dump())),
+        SWEEP_SECONDS + 30,
+        f"the sweep to repair {mix}",
+        interval=1,
+    )
+    assert time.monotonic() - changed < SWEEP_SECONDS + 30
+    sweep = recorded(pipeline, "sync:incremental:sweep")
+    assert sweep is not None
+    assert (sweep["status"], sweep["mode"]) == ("succeeded", "filter")
+    assert pipeline.admin.stats()["rate_limited"] == 0
