@@ -164,7 +164,10 @@ def sync_changed_since(since_ms: int, *, trigger: str, client: ScimClient | None
         outcome = _full_run(trigger, f"filter {unsupported}", scim)
     outcome = {**base, **outcome, "finished_at": iso_ms(_now_ms())}
     record_outcome(trigger, outcome)
-    log.info("incremental sync finished", extra={k: v for k, v in outcome.items() if k != "error"})
+    # Not the outcome itself as extra: its "created" would overwrite the log record's own attribute.
+    extra = {"trigger": trigger, "status": outcome["status"], "mode": outcome.get("mode"), "since": base["since"]}
+    extra["repaired"] = int(outcome.get("created") or 0) + int(outcome.get("updated") or 0)
+    log.info("incremental sync finished", extra={**extra, "run_id": outcome.get("run_id")})
     return outcome
 
 

@@ -4,6 +4,7 @@ and where a catch-up after a web start begins."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -59,8 +60,12 @@ def disable_some(handle: Any, count: int) -> tuple[int, set[str]]:
     return before, {handle.directory.set_disabled(u.id, True).id for u in users[10 : 10 + count]}
 
 
-def test_an_incremental_sync_lists_only_the_users_changed_since_its_point_and_repairs_them(directory: Any) -> None:
+def test_an_incremental_sync_lists_only_the_users_changed_since_its_point_and_repairs_them(
+    directory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     from tasks.incremental import sync_changed_since
+
+    caplog.set_level(logging.INFO, logger="tasks.incremental")
 
     directory.directory.seed(250, prefix="inc")
     in_sync(directory)
@@ -73,6 +78,8 @@ def test_an_incremental_sync_lists_only_the_users_changed_since_its_point_and_re
     assert listings[0]["filter"].startswith('meta.lastModified ge "')
     local = statuses()
     assert {i for i, s in local.items() if s == "inactive"} == changed
+    finished = [r for r in caplog.records if r.getMessage() == "incremental sync finished"]
+    assert [(r.__dict__["mode"], r.__dict__["repaired"]) for r in finished] == [("filter", 7)]
 
 
 @pytest.mark.parametrize("mode", ["refuse", "ignore"])
