@@ -117,5 +117,20 @@ beat_schedule["housekeeping"] = {
     "schedule": _settings.housekeeping_interval_seconds,
     "options": {"expires": _settings.housekeeping_interval_seconds},
 }
+# The incremental sweep: users changed since the last sweep, so a change whose webhook was lost is repaired within
+# one period. It shares the run lock with the nightly run (a sweep meeting a full run does nothing).
+if _settings.incremental_sweep_seconds > 0:
+    beat_schedule["reconcile-sweep"] = {
+        "task": "reconcile.sweep",
+        "schedule": float(_settings.incremental_sweep_seconds),
+        "options": {"expires": _settings.incremental_sweep_seconds},
+    }
+# The drift check: a few users fetched from SCIM every minute, compared with the table and repaired.
+if _settings.drift_sample_per_minute > 0:
+    beat_schedule["reconcile-drift-check"] = {
+        "task": "reconcile.drift_check",
+        "schedule": 60.0,
+        "options": {"expires": 55},
+    }
 
 worker_hijack_root_logger = False

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from .config import SUBJECT_CLAIMS, ChaosConfig
+from .config import LASTMODIFIED_FILTER_MODES, SUBJECT_CLAIMS, ChaosConfig
 from .directory import PROFILE_FIELDS, DirectoryError, RoleRecord, RoleStore
 from .scim import user_resource
 
@@ -39,6 +39,7 @@ BODIES: dict[str, frozenset[str]] = {
     "role_members": frozenset({"add", "remove"}),
     "rename_role": frozenset({"name"}),
     "oidc": frozenset({"subject_claim"}),
+    "scim": frozenset({"lastmodified_filter"}),
 }
 
 
@@ -191,6 +192,16 @@ def create_blueprint(standin: Standin) -> Blueprint:  # noqa: PLR0915 - one rout
             return Response(f"subject_claim must be one of {sorted(SUBJECT_CLAIMS)}", status=400)
         standin.config.subject_claim = claim
         return jsonify({"subject_claim": claim})
+
+    @bp.put("/scim")
+    def set_scim() -> Response:
+        """``{"lastmodified_filter": "honour" | "refuse" | "ignore"}``: how SCIM listings treat a filter on
+        ``meta.lastModified`` from now on (an organisation without that support refuses or ignores it)."""
+        mode = body("scim", required=frozenset({"lastmodified_filter"})).get("lastmodified_filter")
+        if mode not in LASTMODIFIED_FILTER_MODES:
+            return Response(f"lastmodified_filter must be one of {sorted(LASTMODIFIED_FILTER_MODES)}", status=400)
+        standin.config.lastmodified_filter = mode
+        return jsonify({"lastmodified_filter": mode})
 
     @bp.delete("/users/<user_id>")
     def delete_user(user_id: str) -> Response:

@@ -106,6 +106,10 @@ class StandinAdmin:
         """What ID tokens carry as ``sub`` from now on: ``id`` (default), ``username`` or ``email``."""
         self._call("PUT", "/oidc", {"subject_claim": claim})
 
+    def set_lastmodified_filter(self, mode: str) -> None:
+        """How SCIM listings treat a ``meta.lastModified`` filter from now on: ``honour``, ``refuse`` or ``ignore``."""
+        self._call("PUT", "/scim", {"lastmodified_filter": mode})
+
     def rotate_keys(self) -> str:
         """Rotate the signing key; the previous key stays in the JWKS. Returns the new ``kid``."""
         return str(self._call("POST", "/keys/rotate")["kid"])

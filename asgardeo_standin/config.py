@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 # What an ID token carries as ``sub``: the user id (Asgardeo's default), or, as an application may choose, the username
 # (as WSO2 shows it: bare for the primary store, ``STORE/name`` otherwise) or the email.
 SUBJECT_CLAIMS = frozenset({"id", "username", "email"})
+# How the SCIM listing treats a filter on ``meta.lastModified`` (documented for WSO2, unsure for an Asgardeo
+# organisation): ``honour`` it, ``refuse`` it (400 invalidFilter) or ``ignore`` it (answer the unfiltered listing),
+# as an organisation that does not support it might.
+LASTMODIFIED_FILTER_MODES = frozenset({"honour", "refuse", "ignore"})
 
 
 @dataclass
@@ -53,6 +57,11 @@ class StandinConfig:
     access_token_ttl: int = 3600
     id_token_ttl: int = 3600
     subject_claim: str = "id"
+    lastmodified_filter: str = "honour"
+
+    def __post_init__(self) -> None:
+        if self.lastmodified_filter not in LASTMODIFIED_FILTER_MODES:
+            raise ValueError(f"lastmodified_filter must be one of {sorted(LASTMODIFIED_FILTER_MODES)}")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> StandinConfig:
@@ -80,6 +89,10 @@ class StandinConfig:
         for attr in ("web_backchannel_logout_uri", "webhook_url", "webhook_secret", "state_file", "subject_claim"):
             if (value := text(attr.upper())) is not None:
                 setattr(cfg, attr, value)
+        if (value := text("LASTMODIFIED_FILTER")) is not None:
+            if value not in LASTMODIFIED_FILTER_MODES:
+                raise ValueError(f"STANDIN_LASTMODIFIED_FILTER must be one of {sorted(LASTMODIFIED_FILTER_MODES)}")
+            cfg.lastmodified_filter = value
         if (uris := listing("WEB_REDIRECT_URIS")) is not None:
             cfg.web_redirect_uris = uris
         if (uris := listing("WEB_POST_LOGOUT_REDIRECT_URIS")) is not None:

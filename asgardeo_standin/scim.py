@@ -183,6 +183,47 @@ def _compare(op: str, actual: Any, expected: Any) -> bool:
     return checks[op]()
 
 
+# Timestamps compare as instants, not as text: "...:00Z" and "...:00.500Z" are not ordered by their characters.
+_TIMESTAMPS: dict[str, Callable[[UserRecord], int]] = {
+    "meta.created": lambda u: u.created_ms,
+    "meta.lastmodified": lambda u: u.last_modified_ms,
+}
+_ORDER: dict[str, Callable[[int, int], bool]] = {
+    "eq": lambda a, e: a == e,
+    "ne": lambda a, e: a != e,
+    "gt": lambda a, e: a > e,
+    "ge": lambda a, e: a >= e,
+    "lt": lambda a, e: a < e,
+    "le": lambda a, e: a <= e,
+}
+
+
+def _instant_ms(value: Any) -> int:
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        try:
+            moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise ScimError(400, f"Invalid timestamp {value!r}", "invalidFilter") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def _timestamp_comparison(key: str, op: str, value: Any) -> Callable[[UserRecord], bool] | None:
+    stamp = _TIMESTAMPS.get(key)
+    if stamp is None or op not in _ORDER:
+        return None
+    expected, compare = _instant_ms(value), _ORDER[op]
+    return lambda u: compare(stamp(u), expected)
+
+
+def filters_on_last_modified(text: str) -> bool:
+    """Whether a filter mentions ``meta.lastModified`` (what an organisation without that support refuses)."""
+    return "meta.lastmodified" in text.lower()
+
+
 def compile_filter(text: str) -> Callable[[UserRecord], bool]:
     """Parse with scim2-models and return a predicate; ``or`` and ``not`` are rejected like Asgardeo does."""
     try:
@@ -196,6 +237,10 @@ def compile_filter(text: str) -> Callable[[UserRecord], bool]:
             return lambda u: all(p(u) for p in parts)
         if isinstance(node, Comparison):
             path, op, value = node.attr_path, str(node.op.value), node.value
+            key = path.attr.lower() + ("." + path.sub_attr.lower() if path.sub_attr else "")
+            timed = None if path.uri else _timestamp_comparison(key, op, value)
+            if timed is not None:
+                return timed
             if op == "ne":
                 return lambda u: all(_compare("ne", v, value) for v in _values(u, path.attr, path.sub_attr, path.uri))
             return lambda u: any(_compare(op, v, value) for v in _values(u, path.attr, path.sub_attr, path.uri))
@@ -323,6 +368,11 @@ def create_blueprint(  # noqa: PLR0915 - one route table
     def listing(start_index: int, count: int, filter_text: str | None) -> Response:
         count = max(0, min(count, MAX_COUNT))
         start_index = max(start_index, 1)
+        mode = provider.config.lastmodified_filter
+        if filter_text and mode != "honour" and filters_on_last_modified(filter_text):
+            if mode == "refuse":
+                raise ScimError(400, "Filtering on meta.lastModified is not supported", "invalidFilter")
+            filter_text = None  # "ignore": the whole listing, as if no filter had been sent
         if filter_text:
             username = _username_eq(filter_text)
             if username is not None:

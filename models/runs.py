@@ -16,6 +16,7 @@ Functions take an open ``Session`` and never commit, except :func:`hold_run_lock
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -31,6 +32,11 @@ from models.tables import SyncRun
 # Fixed 63-bit keys: stable across deployments, unlikely to meet anyone else's advisory lock in this database.
 RUN_LOCK_KEY = 0x4153_4744_5243_4E01  # "ASGDRCN" + 1
 CREATE_LOCK_KEY = 0x4153_4744_5243_4E02
+# Held (besides RUN_LOCK_KEY) by an incremental sync: a full run that finds the run lock taken by one waits for it
+# (incremental syncs are short) instead of being refused.
+INCREMENTAL_LOCK_KEY = 0x4153_4744_5243_4E03
+
+LOCK_POLL_SECONDS = 0.5
 
 
 class RunInProgress(Exception):
@@ -229,14 +235,20 @@ def run_as_dict(run: SyncRun) -> dict[str, Any]:
 
 
 @contextmanager
-def hold_run_lock(engine: Engine, key: int = RUN_LOCK_KEY) -> Iterator[bool]:
-    """Try the session-level run lock on a dedicated connection, without waiting; yields whether it was taken.
+def hold_run_lock(engine: Engine, key: int = RUN_LOCK_KEY, *, wait_seconds: float = 0.0) -> Iterator[bool]:
+    """Try the session-level run lock on a dedicated connection, for up to ``wait_seconds`` (default: without
+    waiting); yields whether it was taken.
 
     The connection stays checked out (idle, no open transaction) until the block ends, then the lock is released.
     """
     with engine.connect() as raw:
         conn = raw.execution_options(isolation_level="AUTOCOMMIT")
-        taken = bool(conn.execute(select(func.pg_try_advisory_lock(key))).scalar())
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            taken = bool(conn.execute(select(func.pg_try_advisory_lock(key))).scalar())
+            if taken or time.monotonic() >= deadline:
+                break
+            time.sleep(LOCK_POLL_SECONDS)
         try:
             yield taken
         finally:

@@ -119,6 +119,15 @@ class Settings(BaseSettings):
     reconcile_stale_after_seconds: int = Field(default=900, ge=60)
     # A bound on the listing loop: a directory that keeps answering pages past this is treated as broken.
     reconcile_max_pages: int = Field(default=20_000, ge=1)
+    # The incremental sweep (users changed since the last sweep, by a SCIM filter on meta.lastModified) runs this
+    # often on beat; 0 turns it off. It repairs a change whose webhook was lost within one period.
+    incremental_sweep_seconds: int = Field(default=900, ge=0)
+    # Incremental syncs (the sweep, the catch-up after the web tier was down) start this much before their point, for
+    # clock skew between Asgardeo and us and for changes in flight when the point was taken.
+    incremental_margin_seconds: int = Field(default=300, ge=0)
+    # Users fetched one by one from SCIM every minute and compared with the table (the drift check); 0 turns it off.
+    # 20 of the 200 requests a minute checks 28,800 users a day: every user of 10,000 about three times.
+    drift_sample_per_minute: int = Field(default=20, ge=0, le=200)
 
     # Retention, enforced by the housekeeping task (``housekeeping.run``, every ``HOUSEKEEPING_INTERVAL_SECONDS``).
     # Fractions are allowed (the soak benchmark keeps minutes, not days).

@@ -327,7 +327,7 @@ def apply_user_patch(
 
 
 def retire_absent(
-    session: Session, asgardeo_id: str, *, asked_ms: int, source: str, run_id: int, actor: str | None = None
+    session: Session, asgardeo_id: str, *, asked_ms: int, source: str, run_id: int | None, actor: str | None = None
 ) -> Change | None:
     """Make a user the directory answered 404 for a ``deleted`` tombstone retired by absence, stamped with the time
     of asking (so a later presence, which always wins over absence, brings them back). See :func:`apply_user_patch`."""

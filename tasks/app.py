@@ -23,6 +23,8 @@ app = Celery(
         "tasks.users",
         "tasks.guard_review",
         "tasks.housekeeping",
+        "tasks.incremental",
+        "tasks.drift",
     ],
 )
 app.config_from_object("celeryconfig")

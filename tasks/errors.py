@@ -5,6 +5,8 @@
 - :class:`DirectoryUnavailable`: retrying soon will not help (credentials refused, scopes missing, a malformed
   answer); an operator must look.
 - :class:`UserGone`: a single-user GET answered 404, the user no longer exists in Asgardeo.
+- :class:`FilterRefused`: the directory does not support a listing filter (an incremental sync falls back to a full
+  run).
 """
 
 from __future__ import annotations
@@ -28,3 +30,7 @@ class UserGone(DirectoryError):
     def __init__(self, asgardeo_id: str) -> None:
         super().__init__(f"user {asgardeo_id} not found in the directory")
         self.asgardeo_id = asgardeo_id
+
+
+class FilterRefused(DirectoryError):
+    """The directory answered a filtered listing with 400 or 501: it does not support that filter."""

@@ -46,12 +46,14 @@ from models import directory_roles
 from models.db import get_engine, unit_of_work
 from models.guard_review import open_review
 from models.runs import (
+    INCREMENTAL_LOCK_KEY,
     Counters,
     RunInProgress,
     add_progress,
     finish_run,
     get_run,
     hold_run_lock,
+    lock_holder_exists,
     mark_started,
     record_progress,
     start_full_run,
@@ -84,6 +86,9 @@ SOURCE = "reconcile"
 # and the audit rows' foreign-key checks (cached per connection) scan the whole table for every page, so the run
 # slows down quadratically (measured: 100,000 users, Postgres CPU 10-28 s instead of about 4 s).
 ANALYZE_MIN_GROWTH = 5_000
+# A full run that finds an incremental sync holding the run lock waits this long for it (they take seconds to a few
+# minutes), rather than being refused for the night.
+INCREMENTAL_WAIT_SECONDS = 600.0
 
 Progress = Callable[[str, Counters], None]
 
@@ -184,7 +189,10 @@ def reconcile_all(
     share = settings.reconcile_max_deactivate_share if max_deactivate_share is None else max_deactivate_share
     counters = Counters()
     report: Progress = progress or (lambda _phase, _c: None)
-    with hold_run_lock(get_engine()) as taken:
+    with unit_of_work() as session:
+        incremental_running = lock_holder_exists(session, INCREMENTAL_LOCK_KEY)
+    wait = INCREMENTAL_WAIT_SECONDS if incremental_running else 0.0
+    with hold_run_lock(get_engine(), wait_seconds=wait) as taken:
         if not taken:
             with unit_of_work() as session:
                 finish_run(session, run_id, "failed", error="refused: another reconciliation holds the lock")
@@ -199,7 +207,6 @@ def reconcile_all(
             scim = client or ScimClient()
             _list(scim, run_id, counters, report, role_map=settings.group_roles or None)
             retirement = _retire_missing(scim, run_id, counters, report, share)
-            status = retirement.status
         except DirectoryError as exc:
             if isinstance(exc, DirectoryUnavailable):
                 record_warning(DIRECTORY_UNUSABLE, run_id=run_id)
@@ -216,35 +223,42 @@ def reconcile_all(
             with unit_of_work() as session:
                 finish_run(session, run_id, "failed", error=f"unexpected {type(exc).__name__}", counters=counters)
             raise
-        error: str | None = None
-        unconfirmed: list[str] | None = None
-        with unit_of_work() as session:
-            if status == "guarded":
-                # The admin's review (approve or dismiss on the run's page) starts from these candidates.
-                missed = open_review(
-                    session,
-                    run_id,
-                    population=retirement.population,
-                    allowed=retirement.allowed,
-                    share=share,
-                    confirmed_gone=retirement.confirmed_gone,
-                )
-                error = (
-                    f"guard: the listing missed {missed} of {retirement.population} users and at least"
-                    f" {retirement.confirmed_gone} are gone, more than RECONCILE_MAX_DEACTIVATE_SHARE allows"
-                    f" ({retirement.allowed}); none were deactivated. Review the run to approve or dismiss."
-                )
-            elif retirement.unconfirmed:
-                unconfirmed = retirement.unconfirmed[:MAX_UNCONFIRMED_NAMED]
-                error = (
-                    f"{len(retirement.unconfirmed)} unlisted user(s) could not be confirmed gone or present; kept as"
-                    " they were (listed in unconfirmed)"
-                )
-                status = "partial"
-            finish_run(session, run_id, status, error=error, counters=counters, unconfirmed=unconfirmed)
+        status, error = _finish(run_id, retirement, counters, share)
         report("done", counters)
         log.info("reconciliation finished", extra={"run_id": run_id, "status": status, "counters": counters.as_dict()})
         return Outcome(run_id, status, counters, error)
+
+
+def _finish(run_id: int, retirement: _Retirement, counters: Counters, share: float) -> tuple[str, str | None]:
+    """Close the run with the retirement's outcome: ``guarded`` opens the admin's review of what it would retire,
+    failed confirmations make it ``partial`` (naming the users); returns the status and the run's error."""
+    status, error = retirement.status, None
+    unconfirmed: list[str] | None = None
+    with unit_of_work() as session:
+        if status == "guarded":
+            # The admin's review (approve or dismiss on the run's page) starts from these candidates.
+            missed = open_review(
+                session,
+                run_id,
+                population=retirement.population,
+                allowed=retirement.allowed,
+                share=share,
+                confirmed_gone=retirement.confirmed_gone,
+            )
+            error = (
+                f"guard: the listing missed {missed} of {retirement.population} users and at least"
+                f" {retirement.confirmed_gone} are gone, more than RECONCILE_MAX_DEACTIVATE_SHARE allows"
+                f" ({retirement.allowed}); none were deactivated. Review the run to approve or dismiss."
+            )
+        elif retirement.unconfirmed:
+            unconfirmed = retirement.unconfirmed[:MAX_UNCONFIRMED_NAMED]
+            error = (
+                f"{len(retirement.unconfirmed)} unlisted user(s) could not be confirmed gone or present; kept as"
+                " they were (listed in unconfirmed)"
+            )
+            status = "partial"
+        finish_run(session, run_id, status, error=error, counters=counters, unconfirmed=unconfirmed)
+    return status, error
 
 
 class _WriterConnections:

@@ -46,7 +46,7 @@ from models import attributes
 from models.settings import Settings, get_settings
 from models.users import UserRecord
 from tasks import metrics
-from tasks.errors import DirectoryUnavailable, TransientError, UserGone
+from tasks.errors import DirectoryUnavailable, FilterRefused, TransientError, UserGone
 from tasks.ratelimit import RateBudget, budget_for
 from tasks.redis_client import get_redis, key
 
@@ -408,10 +408,16 @@ class ScimClient:
         """One page of ``/scim2/Users`` (1-based ``start_index``)."""
         return self.fetch_listing(start_index, count).parse()
 
-    def fetch_listing(self, start_index: int, count: int | None = None) -> Listing:
-        """One page of ``/scim2/Users``, envelope checked, resources not yet read."""
+    def fetch_listing(self, start_index: int, count: int | None = None, filter_text: str | None = None) -> Listing:
+        """One page of ``/scim2/Users`` (of the users matching ``filter_text``, if given), envelope checked, resources
+        not yet read. A filter the server answers 400 or 501 for raises :class:`FilterRefused`."""
         count = count or self.page_size
-        response = self._scim("/Users", {"startIndex": start_index, "count": count})
+        params: dict[str, Any] = {"startIndex": start_index, "count": count}
+        if filter_text is not None:
+            params["filter"] = filter_text
+        response = self._scim("/Users", params)
+        if filter_text is not None and response.status_code in (400, 501):
+            raise FilterRefused(f"SCIM refused the filter (HTTP {response.status_code})")
         if response.status_code != 200:
             raise DirectoryUnavailable(f"SCIM listing answered HTTP {response.status_code}")
         return read_listing(self._json(response), start_index)
@@ -421,7 +427,9 @@ class ScimClient:
         for listing in self.iter_listing(count, max_pages):
             yield listing.parse()
 
-    def iter_listing(self, count: int | None = None, max_pages: int | None = None) -> Iterator[Listing]:
+    def iter_listing(
+        self, count: int | None = None, max_pages: int | None = None, filter_text: str | None = None
+    ) -> Iterator[Listing]:
         """Every page of the directory, in index order, with up to ``list_concurrency`` requests in flight.
 
         The first page comes alone: it gives ``totalResults`` and the server's real page size (Asgardeo may serve
@@ -429,8 +437,9 @@ class ScimClient:
         and yielded in order, so an error surfaces after every page before it. ``totalResults`` is re-read on
         every page (users come and go during a listing): the listing stops at the latest total or at an empty
         page. A short page before the end (the server served fewer than asked) has its gap fetched before going
-        on. More than ``max_pages`` requests (default ``RECONCILE_MAX_PAGES``) raise :class:`DirectoryUnavailable`,
-        because a listing cut short is not complete. At most ``list_concurrency`` pages are held here.
+        on. ``filter_text`` lists only the matching users, paged the same way. More than ``max_pages`` requests
+        (default ``RECONCILE_MAX_PAGES``) raise :class:`DirectoryUnavailable`, because a listing cut short is not
+        complete. At most ``list_concurrency`` pages are held here.
         """
         count = count or self.page_size
         cap = max_pages or get_settings().reconcile_max_pages
@@ -444,7 +453,7 @@ class ScimClient:
 
         def fetch(start: int, size: int) -> Listing:
             counted()
-            return self.fetch_listing(start, size)
+            return self.fetch_listing(start, size, filter_text)
 
         first = fetch(1, count)
         if first.items == 0:
@@ -457,7 +466,7 @@ class ScimClient:
             while True:
                 while len(inflight) < self.list_concurrency and next_start <= total:
                     counted()
-                    inflight.append((next_start, pool.submit(self.fetch_listing, next_start, stride)))
+                    inflight.append((next_start, pool.submit(self.fetch_listing, next_start, stride, filter_text)))
                     next_start += stride
                 if not inflight:
                     return

@@ -12,6 +12,7 @@ import hmac
 import logging
 from collections import defaultdict
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
@@ -20,10 +21,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from sqlalchemy import text
 
-from models.db import get_engine
+from models.db import get_engine, unit_of_work
 from models.settings import Settings
 from models.tables import EVENT_STATUSES
 from tasks.metrics import parse_field, read_all
+from tasks.staleness import staleness
 from web.errors import APIError
 
 bp = Blueprint("metrics", __name__)
@@ -44,6 +46,8 @@ COUNTERS = {
     "housekeeping_removed": "Rows removed by housekeeping under the retention settings, by kind",
     "housekeeping_runs": "Housekeeping runs, by status (done, partial, refused)",
     "config_warnings": "Configuration problems seen by workers, by code (see the sync-health page)",
+    "drift_checked": "Users the drift check fetched from SCIM and compared with the table",
+    "drift_differences": "Users the drift check found different from the directory (and repaired), by kind",
 }
 HISTOGRAMS = {"webhook_intake_seconds": "Time to accept one webhook delivery (verify, store, enqueue)"}
 
@@ -72,6 +76,38 @@ class ServiceCollector(Collector):
     def collect(self) -> Iterator[Any]:
         yield from self._redis_series()
         yield from self._database_gauges()
+        yield from self._staleness_gauges()
+
+    def _staleness_gauges(self) -> Iterator[Any]:
+        """The drift check's last figures and the oldest confirmation (see tasks/staleness.py)."""
+        try:
+            with unit_of_work() as session:
+                found = staleness(session)
+        except Exception as exc:
+            log.warning("metrics: staleness unreadable", extra={"error": type(exc).__name__})
+            return
+        drift = found["drift"] or {}
+        yield GaugeMetricFamily(
+            PREFIX + "drift_share",
+            "Share of the users in the last drift check that differed from the directory",
+            value=float(drift.get("share", 0.0)),
+        )
+        yield GaugeMetricFamily(
+            PREFIX + "drift_oldest_difference_seconds",
+            "How long ago the directory made the oldest change the last drift check found missing (0: none)",
+            value=float(drift.get("oldest_difference_seconds", 0.0)),
+        )
+        oldest = found["oldest_confirmed_at"]
+        yield GaugeMetricFamily(
+            PREFIX + "oldest_confirmation_age_seconds",
+            "Time since the least recently confirmed live user was last compared with the directory",
+            value=(datetime.now(UTC) - datetime.fromisoformat(oldest)).total_seconds() if oldest else 0.0,
+        )
+        yield GaugeMetricFamily(
+            PREFIX + "users_never_confirmed",
+            "Live users never compared with the directory",
+            value=found["never_confirmed"],
+        )
 
     def _redis_series(self) -> Iterator[Any]:
         try:

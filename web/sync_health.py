@@ -19,6 +19,7 @@ from models.tables import EVENT_STATUSES, SyncRun, User, WebhookEvent
 from tasks.config_warnings import warnings
 from tasks.housekeeping import last_report
 from tasks.jti_conflicts import recent_conflicts
+from tasks.staleness import staleness
 from tasks.subscriptions import subscriptions
 from web.access import require_role
 from web.serialize import event_json
@@ -89,6 +90,7 @@ def snapshot(session: Session) -> dict[str, Any]:
         "subscriptions": {
             channel: _handshake(entry, last_delivery) for channel, entry in sorted(subscriptions().items())
         },
+        "staleness": staleness(session),
         "config_warnings": {
             code: {**entry, "last_at": _iso(datetime.fromtimestamp(entry["last_at"], UTC))}
             for code, entry in sorted(warnings().items())

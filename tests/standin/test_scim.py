@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 import requests
 from scim2_models import Context
 
@@ -192,3 +195,57 @@ def test_discovery_documents(standin: StandinHandle) -> None:
         "urn:ietf:params:scim:schemas:core:2.0:User",
         "urn:scim:wso2:schema",
     }
+
+
+def _changed_since(scim: requests.Session, base_url: str, op: str, iso: str, start: int, count: int) -> dict[str, Any]:
+    params = {"filter": f'meta.lastModified {op} "{iso}"', "startIndex": start, "count": count}
+    response = scim.get(f"{base_url}/scim2/Users", params=params, timeout=5)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def test_a_last_modified_filter_pages_through_the_users_changed_since_an_instant(
+    standin: StandinHandle, scim: requests.Session, admin: StandinAdmin
+) -> None:
+    admin.seed(30)
+    users = standin.directory.all_users()
+    cut = max(u.last_modified_ms for u in users) + 1
+    changed = {standin.directory.set_disabled(u.id, True).id for u in users[5:12]}
+    # Milliseconds matter: the instant is written with and without a fraction, and must compare as time, not text.
+    iso = datetime.fromtimestamp(cut / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    seen: set[str] = set()
+    for start in (1, 4, 7):
+        page = _changed_since(scim, standin.base_url, "ge", iso, start, 3)
+        assert page["totalResults"] == len(changed)
+        seen |= {r["id"] for r in page.get("Resources", [])}
+    assert seen == changed
+    stamps = [u.last_modified_ms for u in standin.directory.all_users()]
+    last = max(stamps)
+    at_last = datetime.fromtimestamp(last / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert _changed_since(scim, standin.base_url, "gt", at_last, 1, 100)["totalResults"] == 0
+    assert _changed_since(scim, standin.base_url, "ge", at_last, 1, 100)["totalResults"] == stamps.count(last)
+    whole_second = datetime.fromtimestamp(cut // 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert _changed_since(scim, standin.base_url, "ge", whole_second, 1, 100)["totalResults"] >= len(changed)
+
+
+def test_an_organisation_without_last_modified_filters_refuses_or_ignores_them(
+    standin: StandinHandle, scim: requests.Session, admin: StandinAdmin
+) -> None:
+    admin.seed(10)
+    future = 'meta.lastModified ge "2999-01-01T00:00:00Z"'
+    url = f"{standin.base_url}/scim2/Users"
+    assert scim.get(url, params={"filter": future}, timeout=5).json()["totalResults"] == 0
+    admin.set_lastmodified_filter("refuse")
+    refused = scim.get(url, params={"filter": future}, timeout=5)
+    assert refused.status_code == 400
+    assert refused.json()["scimType"] == "invalidFilter"
+    # Other filters still work: only the lastModified support is missing.
+    assert scim.get(url, params={"filter": 'userName eq "admin@example.com"'}, timeout=5).json()["totalResults"] == 1
+    admin.set_lastmodified_filter("ignore")
+    ignored = scim.get(url, params={"filter": future, "count": 5}, timeout=5).json()
+    assert ignored["totalResults"] == standin.directory.count()
+    assert ignored["itemsPerPage"] == 5
+    bad = requests.put(f"{standin.root_url}/_standin/scim", json={"lastmodified_filter": "maybe"}, timeout=5)
+    assert bad.status_code == 400
+    admin.set_lastmodified_filter("honour")
+    assert scim.get(url, params={"filter": future}, timeout=5).json()["totalResults"] == 0
