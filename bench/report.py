@@ -192,6 +192,33 @@ def e2e_rows() -> list[Row]:
     ]
 
 
+def security_event_rows() -> list[Row]:
+    """The role-change and session-revocation events of the same e2e_lag run, beside its user events."""
+    data = _read("e2e_lag.json")
+    if not data or "role_change_receipt_to_commit" not in data:
+        return []
+    users = data["receipt_to_commit"]
+    rows = []
+    for key, label in (
+        ("role_change_receipt_to_commit", "role change"),
+        ("session_revocation_receipt_to_commit", "session revocation"),
+    ):
+        lag = data.get(key) or {}
+        if not lag.get("p50_ms"):
+            continue
+        rows.append(
+            Row(
+                f"end-to-end lag p50 / p99, {label} (receipt to applied)",
+                f"{lag['p50_ms']:.1f} / {lag['p99_ms']:.1f} ms",
+                f"user events {users['p50_ms']:.1f} / {users['p99_ms']:.1f} ms",
+                _ratio(lag["p50_ms"], users["p50_ms"]),
+                "<= 100 ms p50, <= 1000 ms p99",
+                _met(lag["p50_ms"] <= 100 and lag["p99_ms"] <= 1000),
+            )
+        )
+    return rows
+
+
 def broker_rows() -> list[Row]:
     """Redis and RabbitMQ side by side (bench.brokers): each RabbitMQ figure against Redis's from the same run."""
     data = _read("brokers.json")
@@ -392,6 +419,7 @@ def soak_rows() -> list[Row]:
 SECTIONS: list[Callable[[], list[Row]]] = [
     intake_rows,
     e2e_rows,
+    security_event_rows,
     broker_rows,
     login_rows,
     reconcile_rows,
