@@ -3,9 +3,7 @@ another site (same host, another port: same-site, so the cookie goes along) are 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -14,43 +12,26 @@ from sqlalchemy import func, select
 from models.db import unit_of_work
 from models.tables import SyncRun, User
 from tests.e2e.console_support import sign_in_with_cookie
+from tests.e2e.other_origin import other_origin
 from tests.factories import make_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("clean_db", "clean_redis")]
 
 
-class _Forger(BaseHTTPRequestHandler):
-    """Serves ``/post?to=<path>``: a page that posts a console form to the live server on load."""
-
-    target = ""
-
-    def do_GET(self) -> None:
-        path = self.path.split("to=", 1)[-1]
-        body = (
-            f'<!doctype html><form id="f" method="post" action="{self.target}{path}">'
-            '<input name="role" value="admin"><input name="employee_id" value=""><input name="department" value="">'
-            '<input name="csrf_token" value="guessed"></form><script>document.getElementById("f").submit();</script>'
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_args: Any) -> None:
-        return
-
-
 @pytest.fixture
 def forger(live_server: Any) -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_Forger,), {"target": live_server.url}))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    """Serves ``/post?to=<path>``: a page that posts a console form to the live server on load."""
+
+    def render(path: str) -> str:
+        target = path.split("to=", 1)[-1]
+        return (
+            f'<!doctype html><form id="f" method="post" action="{live_server.url}{target}">'
+            '<input name="role" value="admin"><input name="employee_id" value=""><input name="department" value="">'
+            '<input name="csrf_token" value="guessed"></form><script>document.getElementById("f").submit();</script>'
+        )
+
+    with other_origin(render) as url:
+        yield url
 
 
 @pytest.fixture

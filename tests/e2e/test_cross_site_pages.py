@@ -4,9 +4,7 @@ frame the admin's pages (clickjacking). The app's own pages run their scripts un
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -14,43 +12,22 @@ from sqlalchemy import func, select
 
 from models.db import unit_of_work
 from models.tables import SyncRun
+from tests.e2e.other_origin import other_origin
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("clean_db", "clean_redis")]
 
 
-class _AttackerPages(BaseHTTPRequestHandler):
-    target = ""
-
-    def do_GET(self) -> None:
-        pages = {
-            "/form": f'<form id="f" method="post" action="{self.target}/admin/sync"></form>'
-            '<script>document.getElementById("f").submit();</script>',
-            "/frame": f'<iframe id="victim" src="{self.target}/admin/health"></iframe>',
-        }
-        form = pages.get(self.path, "<p>idle</p>")
-        body = f"<!doctype html><html><body>{form}</body></html>".encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_args: Any) -> None:
-        return
-
-
 @pytest.fixture
 def attacker(live_server: Any) -> Iterator[str]:
-    """A little site on another loopback port: same site as the live server, another origin."""
-    handler = type("Handler", (_AttackerPages,), {"target": live_server.url})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    """A page that posts to ``/admin/sync`` on load (``/form``), one that frames ``/admin/health`` (``/frame``), and
+    an idle page for fetches, all on another origin of the same site."""
+    pages = {
+        "/form": f'<form id="f" method="post" action="{live_server.url}/admin/sync"></form>'
+        '<script>document.getElementById("f").submit();</script>',
+        "/frame": f'<iframe id="victim" src="{live_server.url}/admin/health"></iframe>',
+    }
+    with other_origin(lambda path: f"<!doctype html><html><body>{pages.get(path, '<p>idle</p>')}</body></html>") as url:
+        yield url
 
 
 def _runs() -> int:
