@@ -67,7 +67,10 @@ def full_runs() -> list[tuple[int, str]]:
     from models.tables import SyncRun
 
     with unit_of_work() as session:
-        rows = session.execute(select(SyncRun.id, SyncRun.trigger).where(SyncRun.kind == "full")).all()
+        # In id order: without it Postgres returns rows in heap order, which an UPDATE (a run finishing) changes.
+        rows = session.execute(
+            select(SyncRun.id, SyncRun.trigger).where(SyncRun.kind == "full").order_by(SyncRun.id)
+        ).all()
     return [(int(run_id), str(trigger)) for run_id, trigger in rows]
 
 
