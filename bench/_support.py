@@ -85,21 +85,40 @@ def services() -> Iterator[dict[str, str]]:
         get_redis.cache_clear()
 
 
-def queued_messages(queue: str) -> int:
-    """Messages waiting in ``queue`` on the configured broker: a Redis list's length, or RabbitMQ's own count."""
-    from amqp.exceptions import ChannelError
+def queued_event_ids(queue: str) -> list[int]:
+    """The inbox ids carried by the messages waiting in ``queue`` (``events.apply_batch`` carries several, and
+    ``events.apply`` one), read without taking them: a Redis list's items, or RabbitMQ's messages fetched and then
+    returned unacknowledged."""
+    import base64
+    import json
 
     from models.settings import get_settings
     from tasks.app import app
     from tasks.redis_client import get_redis, key
 
+    def ids(body: bytes) -> list[int]:
+        args = json.loads(body)[0]
+        return list(args[0]) if isinstance(args[0], list) else [args[0]]
+
     if not get_settings().broker_is_rabbitmq:
-        return int(get_redis().llen(key(queue)))
-    with app.connection_for_write() as connection, connection.channel() as channel:
+        found: list[int] = []
+        for raw in get_redis().lrange(key(queue), 0, -1):
+            envelope = json.loads(raw)
+            found += ids(base64.b64decode(envelope["body"]))
+        return found
+    from amqp.exceptions import ChannelError
+
+    found = []
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
         try:
-            return int(channel.queue_declare(queue, passive=True).message_count)
+            while (message := channel.basic_get(queue, no_ack=False)) is not None:
+                found += ids(message.body)
         except ChannelError:  # not declared yet: nothing was ever sent to it
-            return 0
+            return []
+        finally:
+            channel.close()  # unacknowledged, every message goes back to the queue
+    return found
 
 
 def wait_http(port: int, deadline_seconds: float = 30) -> None:

@@ -1,6 +1,7 @@
 """Applying inbox events on a worker, re-sending stranded ones, and the lean publisher the intake uses.
 
-``events.apply`` takes an inbox row id. In one transaction it locks the row, maps the event to the user rules of
+``events.apply_batch`` takes a list of inbox row ids (the intake's publisher sends up to 20 per message) and applies
+each as ``events.apply`` does for one: in one transaction it locks the row, maps the event to the user rules of
 :mod:`models.users` (stale guard, tombstones, audit, session revocation all live there) and marks the row done, so a
 worker killed mid-task leaves nothing half-applied and the redelivered message applies it once. Changes are
 published to the live stream after the commit; partial events (a profile delta, a status flip) also ask for a
@@ -47,6 +48,12 @@ from tasks.scim import ScimClient
 log = logging.getLogger(__name__)
 
 APPLY_TASK = "events.apply"
+APPLY_BATCH_TASK = "events.apply_batch"
+# Events per ``events.apply_batch`` message: enough to spread Celery's cost per message thin, few enough that a
+# burst still spreads over every worker process and that the last event of a batch waits little for the first.
+APPLY_BATCH_SIZE = 20
+# What a batch message may carry at most (a hand-sent or corrupt message beyond it is refused, not worked through).
+APPLY_BATCH_MAX = 1000
 EVENTS_QUEUE = "events"
 RELAY_BATCH = 500
 RELAY_MAX_BATCHES = 20
@@ -377,10 +384,26 @@ _settings = get_settings()
     max_retries=_settings.event_max_retries,
 )
 def apply(self: Task, event_id: int) -> str:
-    """Apply inbox event ``event_id``; transient database errors retry with backoff, then the event is ``failed``."""
+    """Apply inbox event ``event_id``; transient database errors retry with backoff, then the event is ``failed``.
+
+    Since the intake sends batches (:func:`apply_batch`), this carries the events a batch could not apply at once
+    (they get this task's retries and backoff) and the messages an earlier release sent.
+    """
     if positive_id(event_id) is None:
         log.warning("events.apply called with a malformed event id; ignored", extra={"event_id": repr(event_id)[:40]})
         return "rejected"
+    outcome = apply_recorded(event_id)
+    publish_changes(outcome.changes)
+    return outcome.status
+
+
+def apply_recorded(event_id: int) -> Outcome:
+    """Apply one event, count it, and (after its commit) ask for a refresh of its user; the caller publishes the
+    outcome's changes to the live stream.
+
+    A permanent error marks the event ``failed`` (that is the outcome); a transient one propagates, for the caller
+    to retry.
+    """
     with logs.bind(event_id=event_id):
         try:
             outcome = apply_event(event_id)
@@ -390,16 +413,46 @@ def apply(self: Task, event_id: int) -> str:
             _record(event_id, exc, final=True)
             log.warning("event failed permanently", extra={"error": short_error(exc)})
             metrics.inc("events_applied", outcome="failed")
-            return "failed"
+            return Outcome(status="failed")
         metrics.inc("events_applied", outcome=outcome.status)
-        publish_changes(outcome.changes)
         if outcome.refresh_user is not None:
             try:
                 request_user_refresh(outcome.refresh_user, trigger="event")
             except (kombu.exceptions.KombuError, redis.RedisError, OSError):
                 # The event is applied; the nightly reconciliation covers a refresh that could not be queued.
                 log.warning("user refresh could not be queued", extra={"user_id": outcome.refresh_user})
-        return outcome.status
+        return outcome
+
+
+@app.task(name=APPLY_BATCH_TASK, acks_late=True, ignore_result=True)
+def apply_batch(event_ids: list[int]) -> int:
+    """Apply several inbox events, one transaction each, in order; returns how many were handled here.
+
+    Celery's own cost per message (the broker's round trips, the prefork pool's hand-off, the monitoring events) was
+    larger than an event's whole apply, so the publisher sends up to :data:`APPLY_BATCH_SIZE` ids per message; the
+    batch's changes go to the live stream in one message at its end. At the first transient error the event and
+    every one after it go to :func:`apply`, one message each, with that task's retries and backoff: a database that
+    is away is not tried once per event here. If even that send fails the task fails, its events stay ``queued``,
+    and the relay re-sends them. Safe to re-run: a done event is skipped.
+    """
+    ids = event_ids if isinstance(event_ids, list) else []
+    if not ids or len(ids) > APPLY_BATCH_MAX or any(positive_id(event_id) is None for event_id in ids):
+        log.warning("events.apply_batch called with malformed event ids; ignored", extra={"ids": repr(event_ids)[:80]})
+        return 0
+    changes: list[Change] = []
+    try:
+        for done, event_id in enumerate(ids):
+            try:
+                changes.extend(apply_recorded(event_id).changes)
+            except TRANSIENT_ERRORS as exc:
+                rest = ids[done:]
+                log.warning("events left for one-by-one retries", extra={"count": len(rest), "error": short_error(exc)})
+                for later in rest:
+                    apply.apply_async((later,))
+                return done
+        return len(ids)
+    finally:
+        publish_changes(changes)
 
 
 @app.task(name="events.relay", acks_late=True, ignore_result=True)
@@ -448,7 +501,7 @@ BROKER_ERRORS = (
 
 
 class ApplyPublisher:
-    """Sends ``events.apply`` messages with one kombu producer per thread.
+    """Sends ``events.apply_batch`` messages with one kombu producer per thread.
 
     ``apply_async`` costs far more per call (signals, a ``task-sent`` event publish, result bookkeeping); the
     worker cannot tell the difference, since the message is built by Celery's own ``as_task_v2``. A call's messages
@@ -482,28 +535,30 @@ class ApplyPublisher:
                 log.debug("closing a broken broker connection failed")
 
     def publish(self, event_ids: Iterable[int]) -> list[int]:
-        """Send one message per event, all in one Redis round trip; returns the ids not known to be sent.
+        """Send ``events.apply_batch`` messages of up to :data:`APPLY_BATCH_SIZE` events each, all in one round trip;
+        returns the ids not known to be sent.
 
         A failed round trip returns every id although some messages may have arrived: a second message for an
-        event is harmless (``events.apply`` skips a done event), a missing one is not.
+        event is harmless (a done event is skipped), a missing one is not.
         """
         ids = list(event_ids)
         if not ids:
             return []
         try:
             producer = self._producer()
-            with producer.batch(len(ids)):
-                for event_id in ids:
-                    self._publish_one(producer, event_id)
+            chunks = [ids[i : i + APPLY_BATCH_SIZE] for i in range(0, len(ids), APPLY_BATCH_SIZE)]
+            with producer.batch(len(chunks)):
+                for chunk in chunks:
+                    self._publish_one(producer, chunk)
         except BROKER_ERRORS as exc:
             self._drop()
             log.warning("broker unreachable; the relay will send the events", extra={"error": type(exc).__name__})
             return ids
         return []
 
-    def _publish_one(self, producer: Any, event_id: int) -> None:
+    def _publish_one(self, producer: Any, event_ids: list[int]) -> None:
         task_id = str(uuid.uuid4())
-        message = app.amqp.as_task_v2(task_id, APPLY_TASK, args=[event_id], kwargs={}, ignore_result=True)
+        message = app.amqp.as_task_v2(task_id, APPLY_BATCH_TASK, args=[event_ids], kwargs={}, ignore_result=True)
         declare = None if self._local.declared else [app.amqp.queues[EVENTS_QUEUE]]
         producer.publish(
             message.body,
@@ -549,7 +604,7 @@ def leave_for_relay(event_ids: Sequence[int]) -> None:
 
 
 class BackgroundPublisher(BatchThread[int]):
-    """Sends ``events.apply`` messages from one thread per process, so a web request ends at its commit.
+    """Sends ``events.apply_batch`` messages from one thread per process, so a web request ends at its commit.
 
     The intake commits the inbox row as ``queued`` and then hands its id to :meth:`submit`; the thread publishes in
     batches through an :class:`ApplyPublisher` and marks what the broker refused ``received``. Items still in memory
