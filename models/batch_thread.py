@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -17,13 +18,18 @@ T = TypeVar("T")
 
 class BatchThread(Generic[T]):
     """Subclasses implement :meth:`_handle`, which must deal with every failure of its own items: an exception
-    escaping it would end the thread."""
+    escaping it would end the thread.
+
+    ``linger`` seconds: how long a batch waits, after its first item, for more (up to ``batch``); 0 takes only what
+    is already there. Waiting trades that much latency for fewer, larger batches when items arrive one by one.
+    """
 
     thread_name = "batch-thread"
 
-    def __init__(self, *, max_pending: int, batch: int) -> None:
+    def __init__(self, *, max_pending: int, batch: int, linger: float = 0.0) -> None:
         self.max_pending = max_pending
         self.batch = batch
+        self.linger = linger
         self._lock = threading.Lock()
         self._queue: queue.Queue[T] = queue.Queue(max_pending)
         self._thread: threading.Thread | None = None
@@ -50,9 +56,11 @@ class BatchThread(Generic[T]):
         pending = self._queue
         while True:
             items = [pending.get()]
+            until = time.monotonic() + self.linger
             while len(items) < self.batch:
+                wait = until - time.monotonic()
                 try:
-                    items.append(pending.get_nowait())
+                    items.append(pending.get(timeout=wait) if wait > 0 else pending.get_nowait())
                 except queue.Empty:
                     break
             self._handle(items)

@@ -586,6 +586,10 @@ def get_publisher() -> ApplyPublisher:
 BACKGROUND_MAX_PENDING = 10_000
 BACKGROUND_BATCH = 200
 BACKGROUND_FLUSH_SECONDS = 5.0
+# How long the publisher waits after an event for more to share its message. At a steady 100-200 deliveries/s a
+# web process otherwise sends each event alone, and the worker pays Celery's cost per message (about 3 ms of CPU,
+# more than the apply) for every one; 20 ms puts a few in each message for at most 20 ms of added lag.
+BACKGROUND_LINGER_SECONDS = 0.02
 
 
 def leave_for_relay(event_ids: Sequence[int]) -> None:
@@ -621,8 +625,9 @@ class BackgroundPublisher(BatchThread[int]):
         on_unsent: Callable[[Sequence[int]], None] = leave_for_relay,
         max_pending: int = BACKGROUND_MAX_PENDING,
         batch: int = BACKGROUND_BATCH,
+        linger: float = BACKGROUND_LINGER_SECONDS,
     ) -> None:
-        super().__init__(max_pending=max_pending, batch=batch)
+        super().__init__(max_pending=max_pending, batch=batch, linger=linger)
         self.publisher = publisher or ApplyPublisher()
         self.on_unsent = on_unsent
         self._exit_hook = False

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -57,3 +59,30 @@ def test_broker_down_in_the_background_leaves_committed_events_received_for_the_
         assert background.submit(event_id)
     assert background.flush(10)
     assert set(statuses().values()) == {"received"}
+
+
+class RecordingPublisher(ApplyPublisher):
+    """The real publisher to the run's broker, remembering the id lists it was handed (each list becomes messages
+    of up to APPLY_BATCH_SIZE ids)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[list[int]] = []
+
+    def publish(self, event_ids: Iterable[int]) -> list[int]:
+        ids = list(event_ids)
+        self.calls.append(ids)
+        return super().publish(ids)
+
+
+def test_events_submitted_one_by_one_share_messages() -> None:
+    """At a steady trickle each event would otherwise travel alone, and the worker pays Celery's cost per message
+    for each; the publisher's linger puts those that arrive within it into one message."""
+    publisher = RecordingPublisher()
+    background = BackgroundPublisher(publisher, linger=0.5)
+    ids = [2**40 + n for n in range(10)]  # ids of no event: a worker that takes them skips them
+    for event_id in ids:
+        assert background.submit(event_id)
+        time.sleep(0.005)  # one by one, as paced deliveries arrive
+    assert background.flush(10)
+    assert publisher.calls == [ids]
