@@ -7,6 +7,7 @@ survive a fork, so a forked child starts with an empty queue and its own thread.
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import threading
@@ -20,8 +21,10 @@ class BatchThread(Generic[T]):
     """Subclasses implement :meth:`_handle`, which must deal with every failure of its own items: an exception
     escaping it would end the thread.
 
-    ``linger`` seconds: how long a batch waits, after its first item, for more (up to ``batch``); 0 takes only what
-    is already there. Waiting trades that much latency for fewer, larger batches when items arrive one by one.
+    ``linger`` seconds: while items keep coming (the last batch was handled less than ``linger`` ago), a batch waits
+    that long after its first item for more (up to ``batch``); otherwise, and with 0, it takes only what is already
+    there. Like Nagle's algorithm: a lone item goes at once, and a steady stream trades at most ``linger`` of
+    latency for fewer, larger batches.
     """
 
     thread_name = "batch-thread"
@@ -54,9 +57,11 @@ class BatchThread(Generic[T]):
 
     def _run(self) -> None:
         pending = self._queue
+        last = -math.inf
         while True:
             items = [pending.get()]
-            until = time.monotonic() + self.linger
+            now = time.monotonic()
+            until = now + self.linger if now - last < self.linger else now
             while len(items) < self.batch:
                 wait = until - time.monotonic()
                 try:
@@ -64,6 +69,7 @@ class BatchThread(Generic[T]):
                 except queue.Empty:
                     break
             self._handle(items)
+            last = time.monotonic()
 
     def _handle(self, items: list[T]) -> None:
         raise NotImplementedError

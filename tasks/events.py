@@ -586,10 +586,11 @@ def get_publisher() -> ApplyPublisher:
 BACKGROUND_MAX_PENDING = 10_000
 BACKGROUND_BATCH = 200
 BACKGROUND_FLUSH_SECONDS = 5.0
-# How long the publisher waits after an event for more to share its message. At a steady 100-200 deliveries/s a
-# web process otherwise sends each event alone, and the worker pays Celery's cost per message (about 3 ms of CPU,
-# more than the apply) for every one; 20 ms puts a few in each message for at most 20 ms of added lag.
-BACKGROUND_LINGER_SECONDS = 0.02
+# While deliveries keep coming, how long the publisher waits after an event for more to share its message (a lone
+# event goes at once; see BatchThread). At a steady 100-200 deliveries/s a web process otherwise sends each event
+# alone, and the worker pays Celery's cost per message (about 3 ms of CPU, more than the apply) for every one; 50 ms
+# puts 3-10 in a message for at most 50 ms of added lag.
+BACKGROUND_LINGER_SECONDS = 0.05
 
 
 def leave_for_relay(event_ids: Sequence[int]) -> None:

@@ -77,7 +77,7 @@ class RecordingPublisher(ApplyPublisher):
 
 def test_events_submitted_one_by_one_share_messages() -> None:
     """At a steady trickle each event would otherwise travel alone, and the worker pays Celery's cost per message
-    for each; the publisher's linger puts those that arrive within it into one message."""
+    for each; while events keep coming, the publisher's linger puts those that arrive within it into one message."""
     publisher = RecordingPublisher()
     background = BackgroundPublisher(publisher, linger=0.5)
     ids = [2**40 + n for n in range(10)]  # ids of no event: a worker that takes them skips them
@@ -85,4 +85,12 @@ def test_events_submitted_one_by_one_share_messages() -> None:
         assert background.submit(event_id)
         time.sleep(0.005)  # one by one, as paced deliveries arrive
     assert background.flush(10)
-    assert publisher.calls == [ids]
+    assert publisher.calls == [ids[:1], ids[1:]]  # the first came alone and went at once; the rest shared
+
+
+def test_a_lone_event_is_not_held_back_by_the_linger() -> None:
+    publisher = RecordingPublisher()
+    background = BackgroundPublisher(publisher, linger=30)
+    assert background.submit(2**40)
+    assert background.flush(5)
+    assert publisher.calls == [[2**40]]
