@@ -142,14 +142,22 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """User plus system CPU time of the server's process tree (master and workers) so far."""
-        import psutil
+        return tree_cpu_seconds(self.pid)
 
-        master = psutil.Process(self.pid)
-        total = 0.0
-        for process in (master, *master.children(recursive=True)):
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User plus system CPU time so far of process ``pid`` and its descendants (those that ended are not counted)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for process in (root, *root.children(recursive=True)):
+        try:
             times = process.cpu_times()
-            total += times.user + times.system
-        return total
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 @contextmanager
@@ -184,7 +192,10 @@ def gunicorn(
 
 
 @contextmanager
-def celery_worker(env: dict[str, str], concurrency: int = 2) -> Iterator[subprocess.Popen[bytes]]:
+def celery_worker(
+    env: dict[str, str], concurrency: int = 2, extra: Sequence[str] = ()
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A Celery worker process on the events, users and default queues; ``extra`` arguments are added."""
     cmd = [
         str(ROOT / ".venv/bin/celery"),
         "-A",
@@ -198,6 +209,7 @@ def celery_worker(env: dict[str, str], concurrency: int = 2) -> Iterator[subproc
         "WARNING",
         "--without-gossip",
         "--without-mingle",
+        *extra,
     ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

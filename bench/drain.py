@@ -4,12 +4,12 @@
     python -m bench.drain [--events 4000] [--concurrency 2] [--worker-args "--prefetch-multiplier 4"]
 
 The intake (gunicorn as configured) accepts ``--events`` signed ``userCreated`` deliveries with no worker running,
-so each waits in the inbox with its message in the broker; then a Celery worker starts (the Procfile's command,
-``--concurrency`` processes) and the clock runs until every event is applied. Reported: events applied per second,
-the worker process tree's CPU time per event, and the same-run baseline: ``events.apply``'s own function called in
-this process on a second backlog of the same shape (no broker, no Celery), per second and CPU per event. The
-difference is what Celery's messaging, the prefork pool and the task events cost. Loopback only, bounded in time;
-fails loudly unless every accepted event was applied. Results go to ``bench/results/drain.json``.
+so each waits in the inbox with its message in the broker; then a Celery worker starts (``--concurrency`` prefork
+processes) and the clock runs from its first applied event until every event is applied. Reported: events applied
+per second, the worker process tree's CPU time per event, and the same-run baseline: ``events.apply``'s own function
+called in this process on a second backlog of the same shape (no broker, no Celery), per second and CPU per event.
+The difference is what Celery's messaging, the prefork pool and the task events cost. Loopback only, bounded in
+time; fails loudly unless every accepted event was applied. Results go to ``bench/results/drain.json``.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import subprocess
 import time
 
-from bench._support import ROOT, gunicorn, load, services
+from bench._support import ROOT, celery_worker, gunicorn, load, services, tree_cpu_seconds
 from bench.intake import deliveries
 
 RESULTS = ROOT / "bench" / "results" / "drain.json"
@@ -54,32 +53,13 @@ def unapplied() -> int:
         return int(session.execute(statement).scalar_one())
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    import psutil
-
-    root = psutil.Process(pid)
-    total = 0.0
-    for process in (root, *root.children(recursive=True)):
-        try:
-            times = process.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
-
-
 def worker_drain(env: dict[str, str], events: int, concurrency: int, extra: list[str]) -> dict[str, float]:
     """Start the worker on the backlog and time it until nothing is unapplied."""
-    cmd = [
-        str(ROOT / ".venv/bin/celery"), "-A", "tasks", "worker", "--queues", "default,events,users,reconcile",
-        "--concurrency", str(concurrency), "--loglevel", "WARNING", *extra,
-    ]  # fmt: skip
-    started = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with celery_worker(env, concurrency, extra) as proc:
         # The clock for the rate starts at the first applied event, so the worker's start-up is not counted.
         first_at = cpu_at_first = None
-        deadline = started + DRAIN_DEADLINE_SECONDS
+        applied_at_first = 0
+        deadline = time.monotonic() + DRAIN_DEADLINE_SECONDS
         while (left := unapplied()) > 0:
             if time.monotonic() > deadline:
                 raise SystemExit(f"the worker left {left} events unapplied after {DRAIN_DEADLINE_SECONDS:.0f} s")
@@ -91,12 +71,6 @@ def worker_drain(env: dict[str, str], events: int, concurrency: int, extra: list
         seconds = time.monotonic() - first_at
         cpu = tree_cpu_seconds(proc.pid) - cpu_at_first
         measured = events - applied_at_first
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
     return {"events": measured, "per_second": measured / seconds, "cpu_ms_per_event": cpu / measured * 1000}
 
 
