@@ -307,6 +307,10 @@ def count_by_status(session: Session) -> Mapping[str, int]:
     return {status: int(count) for status, count in rows}
 
 
+def count_with_status(session: Session, status: str) -> int:
+    return int(session.execute(select(func.count()).where(WebhookEvent.status == status)).scalar_one())
+
+
 def event_types(session: Session) -> list[str]:
     """The event types the inbox holds, for the console's filter (a handful; the column is indexed)."""
     return list(session.execute(select(WebhookEvent.event_type).distinct().order_by(WebhookEvent.event_type)).scalars())

@@ -8,17 +8,15 @@ coalesced SCIM refresh of the user.
 
 ``events.relay`` (beat, every 30 s) re-sends events that have no message in the broker: ``received`` ones (the
 intake's publish failed) and ``queued`` ones older than ``EVENT_REQUEUE_AFTER_SECONDS`` (the message was lost).
+Both it and the web tier's intake (:mod:`web.intake`) send ``events.apply`` through :class:`ApplyPublisher`.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
-import queue
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +28,6 @@ from sqlalchemy import exc as sa_exc
 
 from models import directory_roles, inbox, logs, security_events, sign_in_events
 from models.attributes import user_fields
-from models.batch_thread import BatchThread
 from models.db import unit_of_work
 from models.settings import get_settings
 from models.tables import WebhookEvent
@@ -523,95 +520,5 @@ _publisher = ApplyPublisher()
 
 
 def get_publisher() -> ApplyPublisher:
+    """This worker's publisher, for the relay (each web app makes its own, see :mod:`web.intake`)."""
     return _publisher
-
-
-# --- publishing off the request thread --------------------------------------------------------------------------
-
-BACKGROUND_MAX_PENDING = 10_000
-BACKGROUND_BATCH = 200
-BACKGROUND_FLUSH_SECONDS = 5.0
-
-
-def leave_for_relay(event_ids: Sequence[int]) -> None:
-    """No message went out for these events: mark them ``received`` so the next relay run (30 s) sends them.
-
-    If Postgres refuses too, they stay ``queued`` and the relay re-sends them once ``EVENT_REQUEUE_AFTER_SECONDS``
-    have passed; either way nothing is lost.
-    """
-    try:
-        with unit_of_work() as session:
-            inbox.mark_received(session, event_ids)
-    except sa_exc.SQLAlchemyError as exc:
-        log.warning("could not mark events received", extra={"count": len(event_ids), "error": type(exc).__name__})
-        return
-    log.warning("events stored; the relay will enqueue them", extra={"count": len(event_ids)})
-
-
-class BackgroundPublisher(BatchThread[int]):
-    """Sends ``events.apply`` messages from one thread per process, so a web request ends at its commit.
-
-    The intake commits the inbox row as ``queued`` and then hands its id to :meth:`submit`; the thread publishes in
-    batches through an :class:`ApplyPublisher` and marks what the broker refused ``received``. Items still in memory
-    when the process dies were never sent, and their rows are still ``queued``: the relay re-sends them after
-    ``EVENT_REQUEUE_AFTER_SECONDS``. A clean exit drains the queue first (``atexit``, bounded).
-    """
-
-    thread_name = "event-publisher"
-
-    def __init__(
-        self,
-        publisher: ApplyPublisher | None = None,
-        *,
-        on_unsent: Callable[[Sequence[int]], None] = leave_for_relay,
-        max_pending: int = BACKGROUND_MAX_PENDING,
-        batch: int = BACKGROUND_BATCH,
-    ) -> None:
-        super().__init__(max_pending=max_pending, batch=batch)
-        self.publisher = publisher or ApplyPublisher()
-        self.on_unsent = on_unsent
-        self._exit_hook = False
-
-    def submit(self, event_id: int) -> bool:
-        """Hand one committed event to the thread; ``False`` when the queue is full (the caller publishes inline)."""
-        self._ensure_thread()
-        try:
-            self._queue.put_nowait(event_id)
-        except queue.Full:
-            return False
-        return True
-
-    def _started(self) -> None:
-        if not self._exit_hook:
-            atexit.register(self.flush, BACKGROUND_FLUSH_SECONDS)
-            self._exit_hook = True
-
-    def _handle(self, items: list[int]) -> None:
-        try:
-            unsent = self.publisher.publish(items)
-            if unsent:
-                self.on_unsent(unsent)
-        except Exception:  # the thread must outlive any one batch; those rows stay queued for the relay
-            log.exception("background publish failed", extra={"count": len(items)})
-        finally:
-            for _ in items:
-                self._queue.task_done()
-
-    def flush(self, timeout: float) -> bool:
-        """Wait until everything submitted so far was published or handed to the relay; ``False`` on timeout."""
-        pending = self._queue
-        deadline = time.monotonic() + timeout
-        with pending.all_tasks_done:
-            while pending.unfinished_tasks:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                pending.all_tasks_done.wait(remaining)
-        return True
-
-
-_background = BackgroundPublisher(_publisher)
-
-
-def get_background_publisher() -> BackgroundPublisher:
-    return _background

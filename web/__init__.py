@@ -31,6 +31,7 @@ from web import (
     csrf,
     events,
     health,
+    intake,
     metrics,
     oidc,
     openapi,
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     register_error_handlers(app)
     oidc.init_app(app, settings)
+    intake.init_app(app)
     csrf.init_app(app)
     security_headers.init_app(app, settings)
     console.init_app(app)

@@ -5,18 +5,17 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, Response, jsonify, redirect, url_for
-from sqlalchemy import func, select
 from werkzeug.wrappers import Response as BaseResponse
 
 from models import inbox
 from models.db import SessionFactory, get_engine, unit_of_work
-from models.tables import EVENT_STATUSES, WebhookEvent
+from models.tables import EVENT_STATUSES
 from web import console_inbox, console_live
 from web.access import current_user, require_role
 from web.errors import APIError, wants_page
+from web.intake import current_intake
 from web.serialize import event_json
 from web.validate import choice_arg, int_arg, optional_int_arg, text_arg
-from web.webhooks import publisher
 
 bp = Blueprint("admin_events", __name__, url_prefix="/admin")
 log = logging.getLogger(__name__)
@@ -77,10 +76,7 @@ def replay_event(event_id: int) -> tuple[Response, int] | BaseResponse:
             raise APIError(409, "not_replayable", str(exc)) from None
         if row is None:
             raise APIError(404, "not_found", f"No event {event_id}.")
-    unsent = publisher().publish([event_id])
-    if unsent:
-        with unit_of_work() as session:
-            inbox.mark_received(session, unsent)
+    unsent = current_intake().send_now([event_id])
     log.info("event replayed by an admin", extra={"event_id": event_id, "actor": _actor()})
     if wants_page():
         return redirect(url_for("admin_events.show_event", event_id=event_id, queued=1), code=303)
@@ -93,13 +89,9 @@ def replay_failed() -> tuple[Response, int] | BaseResponse:
     """Queue up to 1000 failed events again, oldest first; call again while ``remaining`` is above zero."""
     with unit_of_work() as session:
         ids = inbox.claim_failed_for_replay(session, limit=REPLAY_ALL_LIMIT)
-    unsent = publisher().publish(ids)
+    unsent = current_intake().send_now(ids)
     with unit_of_work() as session:
-        if unsent:
-            inbox.mark_received(session, unsent)
-        remaining = session.execute(
-            select(func.count()).select_from(WebhookEvent).where(WebhookEvent.status == "failed")
-        ).scalar_one()
+        remaining = inbox.count_with_status(session, "failed")
     log.info("failed events replayed by an admin", extra={"count": len(ids), "actor": _actor()})
     if wants_page():
         return redirect(url_for("admin_events.list_events", replayed=len(ids), remaining=remaining), code=303)
