@@ -75,6 +75,19 @@ def parse_envelope(data: object) -> Envelope:
     return Envelope(jti=jti, iat=iat, event_uri=uri, event_type=event_type, asgardeo_user_id=user_id, body=data)
 
 
+def stored_event(row: WebhookEvent) -> dict[str, Any]:
+    """The event entry of a stored delivery. The intake parsed and checked the envelope before storing it, and the
+    row's columns hold what it found (type, user id, ``iat``), so this is a lookup, not a second parse.
+
+    Raises :class:`InvalidEnvelope` for a payload that lacks the entry its row names (a row not made by the intake).
+    """
+    events = row.payload.get("events") if isinstance(row.payload, dict) else None
+    if not isinstance(events, dict) or row.event_uri not in events:
+        raise InvalidEnvelope("the stored payload has no entry for its event URI")
+    value = events[row.event_uri]
+    return value if isinstance(value, dict) else {}
+
+
 def check_age(
     iat_ms: int, *, now_ms: int, max_age_seconds: int, max_skew_seconds: int = INBOX_CLOCK_SKEW_SECONDS
 ) -> str | None:

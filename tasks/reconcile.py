@@ -94,7 +94,7 @@ Progress = Callable[[str, Counters], None]
 
 
 @dataclass(frozen=True)
-class Outcome:
+class RunOutcome:
     run_id: int
     status: str
     counters: Counters
@@ -181,7 +181,7 @@ def reconcile_all(
     task_id: str | None = None,
     progress: Progress | None = None,
     max_deactivate_share: float | None = None,
-) -> Outcome:
+) -> RunOutcome:
     """Execute the ``running`` full run ``run_id`` (see the module docstring). Never raises a directory error:
     those end the run as ``failed``. Returns the outcome; the run row holds the same.
     """
@@ -196,11 +196,11 @@ def reconcile_all(
         if not taken:
             with unit_of_work() as session:
                 finish_run(session, run_id, "failed", error="refused: another reconciliation holds the lock")
-            return Outcome(run_id, "refused", counters, "another reconciliation holds the lock")
+            return RunOutcome(run_id, "refused", counters, "another reconciliation holds the lock")
         with unit_of_work() as session:
             run = get_run(session, run_id)
             if run is None or run.kind != "full" or run.status != "running":
-                return Outcome(run_id, "refused", counters, "no such running full run")
+                return RunOutcome(run_id, "refused", counters, "no such running full run")
             mark_started(session, run_id, task_id)
         log.info("reconciliation started", extra={"run_id": run_id})
         try:
@@ -214,7 +214,7 @@ def reconcile_all(
             log.warning("reconciliation failed", extra={"run_id": run_id, "error": str(exc)})
             with unit_of_work() as session:
                 finish_run(session, run_id, "failed", error=failure, counters=counters)
-            return Outcome(run_id, "failed", counters, failure)
+            return RunOutcome(run_id, "failed", counters, failure)
         except SoftTimeLimitExceeded:
             with unit_of_work() as session:
                 finish_run(session, run_id, "failed", error="time limit reached", counters=counters)
@@ -226,7 +226,7 @@ def reconcile_all(
         status, error = _finish(run_id, retirement, counters, share)
         report("done", counters)
         log.info("reconciliation finished", extra={"run_id": run_id, "status": status, "counters": counters.as_dict()})
-        return Outcome(run_id, status, counters, error)
+        return RunOutcome(run_id, status, counters, error)
 
 
 def _finish(run_id: int, retirement: _Retirement, counters: Counters, share: float) -> tuple[str, str | None]:

@@ -244,7 +244,7 @@ def test_a_signed_creation_with_a_201_character_name_is_applied_with_the_name_cu
 def test_a_failed_event_stores_a_short_error_without_the_rows_values(live_server: LiveServer) -> None:
     from sqlalchemy.exc import DataError
 
-    from tasks.events import short_error
+    from models.events import short_error
 
     secret = "Ada.Lovelace.Private@example.com"
     refused = DataError("INSERT INTO users ... VALUES (%(email)s)", {"email": secret}, Exception("value too long"))

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from models.events import PermanentEventError, claims_to_fields, plan_event
 from models.inbox import InvalidEnvelope, check_age, parse_envelope
-from tasks.events import PermanentEventError, claims_to_fields, plan_event
 from tests.webhook_payloads import FIXTURES, claims, event, sample, signature
 from web.webhooks import signature_valid
 
