@@ -1,6 +1,6 @@
 """The inbox pages: webhook events by status and type, one event's details, and replay (one, or all failed).
 
-Served at the admin API's own addresses when a browser asks for HTML (:mod:`web.admin_events` hands them over); the
+Served at the admin API's own addresses when a browser asks for HTML (:mod:`web.admin_inbox` hands them over); the
 replay buttons are forms posting to the API's replay routes, which answer a browser with a redirect back here.
 """
 

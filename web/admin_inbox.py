@@ -1,4 +1,4 @@
-"""Admin view of the webhook inbox (list, show, replay) and the live user table page. Admin role only."""
+"""Admin view of the webhook inbox (list, show, replay). Admin role only."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from werkzeug.wrappers import Response as BaseResponse
 from models import inbox
 from models.db import SessionFactory, get_engine, unit_of_work
 from models.tables import EVENT_STATUSES
-from web import console_inbox, console_live
+from web import console_inbox
 from web.access import current_user, require_role
 from web.errors import APIError, wants_page
 from web.intake import current_intake
 from web.serialize import event_json
 from web.validate import choice_arg, int_arg, optional_int_arg, text_arg
 
-bp = Blueprint("admin_events", __name__, url_prefix="/admin")
+bp = Blueprint("admin_inbox", __name__, url_prefix="/admin")
 log = logging.getLogger(__name__)
 
 DEFAULT_LIMIT = 50
@@ -79,7 +79,7 @@ def replay_event(event_id: int) -> tuple[Response, int] | BaseResponse:
     unsent = current_intake().send_now([event_id])
     log.info("event replayed by an admin", extra={"event_id": event_id, "actor": _actor()})
     if wants_page():
-        return redirect(url_for("admin_events.show_event", event_id=event_id, queued=1), code=303)
+        return redirect(url_for("admin_inbox.show_event", event_id=event_id, queued=1), code=303)
     return jsonify(status="queued", id=event_id, queued=not unsent), 202
 
 
@@ -94,12 +94,5 @@ def replay_failed() -> tuple[Response, int] | BaseResponse:
         remaining = inbox.count_with_status(session, "failed")
     log.info("failed events replayed by an admin", extra={"count": len(ids), "actor": _actor()})
     if wants_page():
-        return redirect(url_for("admin_events.list_events", replayed=len(ids), remaining=remaining), code=303)
+        return redirect(url_for("admin_inbox.list_events", replayed=len(ids), remaining=remaining), code=303)
     return jsonify(replayed=len(ids), unsent=len(unsent), remaining=remaining), 202
-
-
-@bp.get("/live")
-@require_role("admin")
-def live_users() -> str:
-    """The user table, updated in place from ``/events/users`` (see :mod:`web.console_live`)."""
-    return console_live.live_page()
