@@ -194,7 +194,7 @@ def apply_event(event_id: int, *, services: ApplyServices) -> AppliedEvent:
         row = inbox.claim_for_apply(session, event_id)
         if row is None:
             return AppliedEvent(status="skipped")
-        with logs.bind(jti=row.jti, user_id=row.asgardeo_user_id, event_type=row.event_type):
+        with logs.bind(jti=row.jti, user_id=row.asgardeo_id, event_type=row.event_type):
             return _apply_row(session, row, services)
 
 
@@ -206,12 +206,12 @@ def _apply_row(session: Session, row: WebhookEvent, services: ApplyServices) -> 
         return _apply_role_event(session, row, event, services)
     if row.event_type in sign_in_events.HANDLED:
         return _record_sign_in_event(session, row, event, services)
-    plan = plan_event(row.event_type, event, row.asgardeo_user_id, row.iat)
+    plan = plan_event(row.event_type, event, row.asgardeo_id, row.iat)
     if plan.ignore is not None:
         inbox.finish(session, row, "ignored", note=plan.ignore)
         log.info("event ignored", extra={"reason": plan.ignore})
         return AppliedEvent(status="ignored", jti=row.jti)
-    assert row.asgardeo_user_id is not None
+    assert row.asgardeo_id is not None
     changes: list[Change] = []
     if plan.record is not None:
         result = upsert_users(
@@ -220,7 +220,7 @@ def _apply_row(session: Session, row: WebhookEvent, services: ApplyServices) -> 
         changes = result.changes
     elif plan.patch:
         change = apply_user_patch(
-            session, row.asgardeo_user_id, plan.patch, source_version=row.iat, source="webhook", event_jti=row.jti
+            session, row.asgardeo_id, plan.patch, source_version=row.iat, source="webhook", event_jti=row.jti
         )
         changes = [change] if change is not None else []
     inbox.finish(session, row, "applied")
@@ -228,7 +228,7 @@ def _apply_row(session: Session, row: WebhookEvent, services: ApplyServices) -> 
     return AppliedEvent(
         status="applied",
         changes=changes,
-        refresh_asgardeo_id=row.asgardeo_user_id if plan.refresh else None,
+        refresh_asgardeo_id=row.asgardeo_id if plan.refresh else None,
         jti=row.jti,
     )
 
@@ -239,7 +239,7 @@ def _apply_security_event(session: Session, row: WebhookEvent, event: Mapping[st
         session,
         row.event_type,
         event,
-        row.asgardeo_user_id,
+        row.asgardeo_id,
         iat=row.iat,
         event_jti=row.jti,
         credential_ends_sessions=get_settings().credential_update_ends_sessions,
@@ -254,7 +254,7 @@ def _record_sign_in_event(
     session: Session, row: WebhookEvent, event: Mapping[str, Any], services: ApplyServices
 ) -> AppliedEvent:
     """A login or token event: counted and attributed to the user it names, nothing else."""
-    row.asgardeo_user_id = sign_in_events.named_user(session, event, row.asgardeo_user_id) or row.asgardeo_user_id
+    row.asgardeo_id = sign_in_events.named_user(session, event, row.asgardeo_id) or row.asgardeo_id
     services.sign_in_event(row.event_type)
     inbox.finish(session, row, "ignored", note="recorded; login and token events change no user")
     return AppliedEvent(status="ignored", jti=row.jti)

@@ -38,7 +38,7 @@ class Envelope:
     iat: int
     event_uri: str
     event_type: str
-    asgardeo_user_id: str | None
+    asgardeo_id: str | None
     body: dict[str, Any]
 
     @property
@@ -72,7 +72,7 @@ def parse_envelope(data: object) -> Envelope:
     user_id = user.get("id") if isinstance(user, dict) else None
     if not isinstance(user_id, str) or not user_id or len(user_id) > 64:
         user_id = None
-    return Envelope(jti=jti, iat=iat, event_uri=uri, event_type=event_type, asgardeo_user_id=user_id, body=data)
+    return Envelope(jti=jti, iat=iat, event_uri=uri, event_type=event_type, asgardeo_id=user_id, body=data)
 
 
 def stored_event(row: WebhookEvent) -> dict[str, Any]:
@@ -142,7 +142,7 @@ def insert_events(conn: Session | Connection, deliveries: Sequence[tuple[Envelop
         params["jti"].append(envelope.jti)
         params["event_type"].append(envelope.event_type)
         params["event_uri"].append(envelope.event_uri)
-        params["asgardeo_user_id"].append(envelope.asgardeo_user_id)
+        params["asgardeo_user_id"].append(envelope.asgardeo_id)
         params["iat"].append(envelope.iat)
         params["payload"].append(raw_body if raw_body is not None else json.dumps(envelope.body))
     stored = {jti: event_id for event_id, jti in conn.execute(_INSERT_SQL, params)}
@@ -294,7 +294,7 @@ def list_events(
     *,
     status: str | None = None,
     event_type: str | None = None,
-    asgardeo_user_id: str | None = None,
+    asgardeo_id: str | None = None,
     before_id: int | None = None,
     limit: int = 50,
 ) -> list[WebhookEvent]:
@@ -304,8 +304,8 @@ def list_events(
         query = query.where(WebhookEvent.status == status)
     if event_type is not None:
         query = query.where(WebhookEvent.event_type == event_type)
-    if asgardeo_user_id is not None:
-        query = query.where(WebhookEvent.asgardeo_user_id == asgardeo_user_id)
+    if asgardeo_id is not None:
+        query = query.where(WebhookEvent.asgardeo_id == asgardeo_id)
     if before_id is not None:
         query = query.where(WebhookEvent.id < before_id)
     return list(session.execute(query).scalars())

@@ -119,7 +119,7 @@ def start_user_run(
     run = SyncRun(
         kind="user",
         trigger=trigger[:32],
-        target_user_id=asgardeo_id[:64],
+        asgardeo_id=asgardeo_id[:64],
         requested_by=_clip(requested_by),
         task_id=task_id,
         status="running",
@@ -213,7 +213,7 @@ def run_as_dict(run: SyncRun) -> dict[str, Any]:
         "kind": run.kind,
         "trigger": run.trigger,
         "status": run.status,
-        "target_user_id": run.target_user_id,
+        "target_user_id": run.asgardeo_id,
         "requested_by": run.requested_by,
         "task_id": run.task_id,
         "total_results": run.total_results,

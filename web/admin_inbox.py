@@ -39,7 +39,7 @@ def list_events() -> Response | str:
     get_engine()
     with SessionFactory() as session:
         rows = inbox.list_events(
-            session, status=status, event_type=event_type, asgardeo_user_id=user_id, before_id=before_id, limit=limit
+            session, status=status, event_type=event_type, asgardeo_id=user_id, before_id=before_id, limit=limit
         )
         items = [event_json(r) for r in rows]
     next_before = items[-1]["id"] if len(items) == limit else None

@@ -47,8 +47,8 @@ def event_page(event_id: int) -> str:
             raise APIError(404, "not_found", f"No event {event_id}.")
         payload = json.dumps(row.payload, indent=2, sort_keys=True)
         user_id = None
-        if row.asgardeo_user_id:
-            found = get_by_asgardeo_id(session, row.asgardeo_user_id)
+        if row.asgardeo_id:
+            found = get_by_asgardeo_id(session, row.asgardeo_id)
             user_id = found.id if found is not None else None
     return render_template(
         "console/event.html",

@@ -134,7 +134,7 @@ def receive() -> tuple[Response, int]:
     except APIError as exc:
         metrics.inc("webhooks_rejected", reason=exc.error)
         raise
-    extra = {"jti": envelope.jti, "event_type": envelope.event_type, "user_id": envelope.asgardeo_user_id}
+    extra = {"jti": envelope.jti, "event_type": envelope.event_type, "user_id": envelope.asgardeo_id}
     try:
         event_id = current_intake().store(envelope, body.decode())
     except sa_exc.DataError:

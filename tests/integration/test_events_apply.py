@@ -202,7 +202,7 @@ def test_relay_resends_events_stuck_in_queued_past_the_deadline() -> None:
                 jti=str(uuid.uuid4()),
                 event_type="userCreated",
                 event_uri="https://schemas.identity.wso2.org/events/user/event-type/userCreated",
-                asgardeo_user_id=uid,
+                asgardeo_id=uid,
                 iat=int(time.time() * 1000),
                 payload=event("userCreated", uid, claims=claims(username="stuck@example.com")),
                 status="queued",

@@ -87,7 +87,7 @@ def test_signed_delivery_is_stored_queued_and_published_once(
     assert [(r.jti, r.event_type, r.status, r.iat) for r in stored] == [
         (body["jti"], "userCreated", "queued", body["iat"])
     ]
-    assert stored[0].asgardeo_user_id == "3987d74e-8432-4f4d-b1a8-cad463af843d"
+    assert stored[0].asgardeo_id == "3987d74e-8432-4f4d-b1a8-cad463af843d"
     assert stored[0].payload == body
     assert recorder.sent == [stored[0].id]
     assert response.get_json() == {"status": "accepted", "id": stored[0].id, "queued": True}
