@@ -8,7 +8,7 @@ from flask import Blueprint, Response, jsonify, redirect, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
 from models import inbox
-from models.db import SessionFactory, get_engine, unit_of_work
+from models.db import unit_of_work
 from models.tables import EVENT_STATUSES
 from web import console_inbox
 from web.access import current_user, require_role
@@ -36,8 +36,7 @@ def list_events() -> Response | str:
     before_id = optional_int_arg("before_id")
     if wants_page():
         return console_inbox.events_page(status=status, event_type=event_type, before_id=before_id, limit=limit)
-    get_engine()
-    with SessionFactory() as session:
+    with unit_of_work() as session:
         rows = inbox.list_events(
             session, status=status, event_type=event_type, asgardeo_id=user_id, before_id=before_id, limit=limit
         )
@@ -52,8 +51,7 @@ def show_event(event_id: int) -> Response | str:
     """One event with the payload Asgardeo sent (it holds no secret; the signature header is never stored)."""
     if wants_page():
         return console_inbox.event_page(event_id)
-    get_engine()
-    with SessionFactory() as session:
+    with unit_of_work() as session:
         row = inbox.get_event(session, event_id)
         if row is None:
             raise APIError(404, "not_found", f"No event {event_id}.")

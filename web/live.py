@@ -19,7 +19,7 @@ import redis
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy import select
 
-from models.db import SessionFactory, get_engine
+from models.db import unit_of_work
 from models.settings import Settings
 from models.tables import UserChange
 from tasks.live import channel
@@ -55,10 +55,9 @@ def format_event(message: dict[str, Any]) -> str:
 
 def missed_changes(after_id: int) -> list[dict[str, Any]]:
     """Audit rows after ``after_id``, oldest first, in the live message's shape (bounded)."""
-    get_engine()
     rows: list[dict[str, Any]] = []
     cursor = after_id
-    with SessionFactory() as session:
+    with unit_of_work() as session:
         while len(rows) < REPLAY_MAX_ROWS:
             page = session.execute(
                 select(UserChange).where(UserChange.id > cursor).order_by(UserChange.id).limit(REPLAY_PAGE)

@@ -23,7 +23,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import exc as sa_exc
 
 from models import inbox
-from models.db import get_engine
+from models.db import unit_of_work
 from models.settings import Settings
 from tasks import metrics
 from tasks.jti_conflicts import record_conflict
@@ -162,8 +162,8 @@ def _check_duplicate(envelope: inbox.Envelope, raw_body: str, extra: dict[str, A
     """A retry carries the body already stored; another body under the same ``jti`` is counted, logged with both
     digests (never the body) and listed for the operators. Either way nothing is applied: the first body stands."""
     try:
-        with get_engine().connect() as conn:
-            conflict = inbox.body_conflict(conn, envelope.jti, raw_body)
+        with unit_of_work() as session:
+            conflict = inbox.body_conflict(session, envelope.jti, raw_body)
     except DB_UNAVAILABLE as exc:
         log.warning("duplicate delivery not compared", extra={**extra, "error": type(exc).__name__})
         return
