@@ -66,6 +66,16 @@ class Counters:
     def as_dict(self) -> dict[str, int | None]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
+    def add(self, delta: Counters) -> None:
+        """Add ``delta``'s counts to these; its ``total_results``, when known, replaces this one (it is a size, not
+        a count)."""
+        for f in fields(self):
+            value = getattr(delta, f.name)
+            if f.name == "total_results":
+                self.total_results = value if value is not None else self.total_results
+            else:
+                setattr(self, f.name, getattr(self, f.name) + (value or 0))
+
 
 def lock_holder_exists(session: Session, key: int = RUN_LOCK_KEY) -> bool:
     """Whether any session of this database holds the advisory lock ``key`` (without taking it)."""
