@@ -64,6 +64,16 @@ class Counters:
     def as_dict(self) -> dict[str, int | None]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
+    def add(self, delta: Counters) -> None:
+        """Add ``delta``'s counts to these; its ``total_results``, when known, replaces this one (it is a size, not
+        a count)."""
+        for f in fields(self):
+            value = getattr(delta, f.name)
+            if f.name == "total_results":
+                self.total_results = value if value is not None else self.total_results
+            else:
+                setattr(self, f.name, getattr(self, f.name) + (value or 0))
+
 
 def lock_holder_exists(session: Session, key: int = RUN_LOCK_KEY) -> bool:
     """Whether any session of this database holds the advisory lock ``key`` (without taking it)."""
@@ -117,7 +127,7 @@ def start_user_run(
     run = SyncRun(
         kind="user",
         trigger=trigger[:32],
-        target_user_id=asgardeo_id[:64],
+        asgardeo_id=asgardeo_id[:64],
         requested_by=_clip(requested_by),
         task_id=task_id,
         status="running",
@@ -211,7 +221,7 @@ def run_as_dict(run: SyncRun) -> dict[str, Any]:
         "kind": run.kind,
         "trigger": run.trigger,
         "status": run.status,
-        "target_user_id": run.target_user_id,
+        "target_user_id": run.asgardeo_id,
         "requested_by": run.requested_by,
         "task_id": run.task_id,
         "total_results": run.total_results,

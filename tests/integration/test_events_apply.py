@@ -15,6 +15,7 @@ from models.db import SessionFactory, get_engine, unit_of_work
 from models.tables import AppSession, User, UserChange, WebhookEvent
 from tasks.events import ApplyPublisher, relay
 from tests.polling import wait_for
+from tests.recording_publisher import install_publisher
 from tests.stack import WEBHOOK_SECRET, LiveServer
 from tests.webhook_payloads import claims, encode, event, signed_headers
 
@@ -176,14 +177,18 @@ def test_hostile_claims_fail_the_event_permanently_without_retrying(live_server:
 
 
 def test_events_accepted_while_the_broker_is_down_are_applied_after_the_relay(app: Any) -> None:
-    app.extensions["event_publisher"] = ApplyPublisher("redis://127.0.0.1:1/0")
+    install_publisher(app, ApplyPublisher("redis://127.0.0.1:1/0"))
     client = app.test_client()
     ids = [str(uuid.uuid4()) for _ in range(5)]
     for uid in ids:
         raw = encode(event("userCreated", uid, claims=claims(username=f"{uid}@example.com")))
         assert client.post("/webhooks/asgardeo", data=raw, headers=signed_headers(raw)).status_code == 202
-    with SessionFactory() as session:
-        assert set(session.execute(select(WebhookEvent.status)).scalars()) == {"received"}
+
+    def statuses() -> set[str]:
+        with SessionFactory() as session:
+            return set(session.execute(select(WebhookEvent.status)).scalars())
+
+    wait_for(lambda: statuses() == {"received"}, what="every event left received for the relay")
     relay.delay()
     wait_for(lambda: events_done(5), what="relayed events applied")
     assert all(user(uid) is not None for uid in ids)
@@ -197,7 +202,7 @@ def test_relay_resends_events_stuck_in_queued_past_the_deadline() -> None:
                 jti=str(uuid.uuid4()),
                 event_type="userCreated",
                 event_uri="https://schemas.identity.wso2.org/events/user/event-type/userCreated",
-                asgardeo_user_id=uid,
+                asgardeo_id=uid,
                 iat=int(time.time() * 1000),
                 payload=event("userCreated", uid, claims=claims(username="stuck@example.com")),
                 status="queued",
@@ -239,7 +244,7 @@ def test_a_signed_creation_with_a_201_character_name_is_applied_with_the_name_cu
 def test_a_failed_event_stores_a_short_error_without_the_rows_values(live_server: LiveServer) -> None:
     from sqlalchemy.exc import DataError
 
-    from tasks.events import short_error
+    from models.events import short_error
 
     secret = "Ada.Lovelace.Private@example.com"
     refused = DataError("INSERT INTO users ... VALUES (%(email)s)", {"email": secret}, Exception("value too long"))
@@ -265,7 +270,7 @@ def _stored_event(asgardeo_id: str) -> int:
             jti=str(uuid.uuid4()),
             event_type="userCreated",
             event_uri="https://schemas.identity.wso2.org/events/user/event-type/userCreated",
-            asgardeo_user_id=asgardeo_id,
+            asgardeo_id=asgardeo_id,
             iat=int(time.time() * 1000),
             payload=event("userCreated", asgardeo_id, claims=claims(username=f"{asgardeo_id}@example.com")),
             status="queued",

@@ -15,9 +15,10 @@ from sqlalchemy import select
 from models import inbox
 from models.db import SessionFactory, get_engine
 from models.tables import User, WebhookEvent
-from tasks.events import ApplyPublisher, BackgroundPublisher
+from tasks.events import ApplyPublisher
 from tests.polling import wait_for
 from tests.webhook_payloads import claims, encode, event, signed_headers
+from web.intake_publisher import BackgroundPublisher
 
 pytestmark = pytest.mark.usefixtures("clean_db", "clean_redis")
 
