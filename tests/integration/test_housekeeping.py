@@ -303,9 +303,13 @@ def test_a_large_backlog_goes_in_batches_while_a_concurrent_intake_keeps_its_p99
         worker.start()
         beside = paced_intake(url, seconds=0, rate=100, while_running=worker.is_alive)
         worker.join()
+        # Without housekeeping again: the baseline is the worse of the windows before and after, so a moment of the
+        # machine's own noise in one of them does not decide the comparison.
+        after = paced_intake(url, seconds=5, rate=100)
     (report,) = reports
     assert report.status == "done"
     assert report.removed["inbox"] == backlog
     assert report.batches >= backlog // 500
     assert len(beside) >= 200, "housekeeping ran too briefly to compare"
-    assert p99(beside) <= 2 * p99(alone), (p99(alone), p99(beside), report.as_dict())
+    baseline = max(p99(alone), p99(after))
+    assert p99(beside) <= 2 * baseline, (p99(alone), p99(after), p99(beside), report.as_dict())
