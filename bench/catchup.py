@@ -37,31 +37,8 @@ from bench._support import ROOT, services
 
 RESULTS = ROOT / "bench" / "results" / "catchup.json"
 SEED = 20261130
-WEIGHTS = {"update": 60, "disable": 20, "enable": 8, "lock": 8, "delete": 4}
 DELETED = "deleted in the directory"
 MARGIN_SECONDS = 5
-
-
-def change(directory: Any, rng: random.Random, count: int, first: int) -> dict[str, int]:
-    """``count`` random changes at the stand-in's directory (the chaos test's mix); the kinds made."""
-    live = [u.id for u in directory.all_users()]
-    done = dict.fromkeys(WEIGHTS, 0)
-    for i in range(first, first + count):
-        kind = rng.choices(list(WEIGHTS), list(WEIGHTS.values()))[0]
-        target = rng.choice(live)
-        if kind == "update":
-            name = rng.choice(("given_name", "family_name", "email"))
-            value = {"given_name": f"Given{i}", "family_name": f"Family{i}", "email": f"catchup{i:05d}@example.com"}
-            directory.update_profile(target, {name: value[name]})
-        elif kind == "delete":
-            directory.delete_user(target)
-            live.remove(target)
-        elif kind == "lock":
-            directory.set_locked(target, True)
-        else:
-            directory.set_disabled(target, kind == "disable")
-        done[kind] += 1
-    return done
 
 
 def seconds_between(started: str, finished: str) -> float:
@@ -97,7 +74,7 @@ def run_case(base_env: dict[str, str], mode: str, args: argparse.Namespace) -> d
     from asgardeo_standin.server import start_in_thread
     from localrun.embedded import free_port
     from tasks.redis_client import get_redis
-    from tests.chaos.conftest import mismatches
+    from tests.chaos.conftest import WEIGHTS, mismatches, random_changes
     from tests.stack import STACK, WEBHOOK_SECRET
     from tests.worker_process import VENV_BIN, Broker, ProcfileProcess, isolated_env, wait_http_ok
 
@@ -150,7 +127,7 @@ def run_case(base_env: dict[str, str], mode: str, args: argparse.Namespace) -> d
         # A delivery accepted just before the outage, more than the margin after the seed: the catch-up then lists
         # only the users changed since, as in a directory whose users were not all created a moment before.
         wait_until(lambda: time.time() - seeded > MARGIN_SECONDS + 1, MARGIN_SECONDS + 5, "the seed to age")
-        change(handle.directory, rng, 10, first=0)
+        random_changes(handle.directory, rng, 10, first=0)
         admin.wait_for_deliveries(timeout=30)
         wait_until(lambda: not mismatches(admin.dump()), 60, "the deliveries before the outage")
         ledger = admin.webhook_status()
@@ -164,7 +141,7 @@ def run_case(base_env: dict[str, str], mode: str, args: argparse.Namespace) -> d
         for batch in range(batches):
             due = batch * spread / (batches - 1)
             wait_until(lambda: time.monotonic() - stopped >= due, due + 5, "the next batch", interval=0.1)  # noqa: B023
-            made = change(handle.directory, rng, per_batch, first=1000 + batch * per_batch)
+            made = random_changes(handle.directory, rng, per_batch, first=1000 + batch * per_batch)
             mix = {kind: mix[kind] + made[kind] for kind in WEIGHTS}
         admin.wait_for_deliveries(timeout=max(5.0, args.outage_seconds - spread))
         wait_until(lambda: time.monotonic() - stopped >= args.outage_seconds, args.outage_seconds + 5, "the outage")

@@ -8,6 +8,7 @@ real HTTP, Redis and Postgres.
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import psycopg
 import pytest
 from psycopg import sql
@@ -152,6 +154,42 @@ def duplicate_usernames() -> list[str]:
         return [str(name) for name in rows]
 
 
+# --- what the directory does ------------------------------------------------------------------------------------
+
+# Updates, disables, deletions (and some enables and locks so the mix stays realistic); deletions stay under the
+# deactivation guard's share a test sets, as in a real day.
+WEIGHTS = {"update": 60, "disable": 20, "enable": 8, "lock": 8, "delete": 4}
+
+
+def random_changes(directory: Any, rng: random.Random, count: int, first: int = 0) -> dict[str, int]:
+    """``count`` random changes at a stand-in's directory, drawn from ``rng`` in the mix of :data:`WEIGHTS` (numbered
+    from ``first``, so values stay unique across batches); the kinds made."""
+    live = [u.id for u in directory.all_users()]
+    done = dict.fromkeys(WEIGHTS, 0)
+    kinds, weights = list(WEIGHTS), list(WEIGHTS.values())
+    for i in range(first, first + count):
+        kind = rng.choices(kinds, weights)[0]
+        target = rng.choice(live)
+        if kind == "update":
+            field_name = rng.choice(("given_name", "family_name", "email", "groups"))
+            value: Any = {
+                "given_name": f"Given{i}",
+                "family_name": f"Family{i}",
+                "email": f"outage{i:05d}@example.com",
+                "groups": rng.sample(("Employees", "Sales", "HR", "Finance"), rng.randint(0, 2)),
+            }[field_name]
+            directory.update_profile(target, {field_name: value})
+        elif kind == "delete":
+            directory.delete_user(target)
+            live.remove(target)
+        elif kind == "lock":
+            directory.set_locked(target, True)
+        else:
+            directory.set_disabled(target, kind == "disable")
+        done[kind] += 1
+    return done
+
+
 # --- the pipeline --------------------------------------------------------------------------------------------------
 
 
@@ -231,6 +269,13 @@ class Pipeline:
             f"backlog {self.broker.backlog()}, running user syncs {running_user_syncs(self.database_url)}, "
             f"stand-in {self.admin.webhook_status()}"
         )
+
+    def recorded(self, name: str) -> dict[str, Any] | None:
+        """A value the pipeline's processes keep in Redis under their own key prefix (a sync's outcome, say)."""
+        from tasks.redis_client import get_redis
+
+        raw = get_redis().get(self.env["REDIS_KEY_PREFIX"] + name)
+        return dict(orjson.loads(raw)) if raw else None
 
     def differences(self) -> list[str]:
         """:func:`mismatches` between this pipeline's table and its stand-in's directory."""

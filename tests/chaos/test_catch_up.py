@@ -22,11 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from sqlalchemy import select
 
-from tests.chaos.conftest import Pipeline, reading
+from tests.chaos.conftest import WEIGHTS, Pipeline, random_changes, reading
 from tests.polling import wait_for
 from tests.worker_process import ProcfileProcess
 
@@ -40,38 +39,7 @@ CHANGING_SECONDS = 90
 DEADLINE_SECONDS = 300
 DRIFT_PER_MINUTE = 75
 MARGIN_SECONDS = 5
-# Updates, disables, deletions (and some enables and locks so the mix stays realistic); deletions stay under the
-# guard's share (RECONCILE_MAX_DEACTIVATE_SHARE below), as in a real day.
-WEIGHTS = {"update": 60, "disable": 20, "enable": 8, "lock": 8, "delete": 4}
 DELETED = "deleted in the directory"
-
-
-def outage_changes(directory: Any, rng: random.Random, count: int, first: int = 0) -> dict[str, int]:
-    """``count`` random changes (numbered from ``first``, so values stay unique across batches); the mix made."""
-    live = [u.id for u in directory.all_users()]
-    done = dict.fromkeys(WEIGHTS, 0)
-    kinds, weights = list(WEIGHTS), list(WEIGHTS.values())
-    for i in range(first, first + count):
-        kind = rng.choices(kinds, weights)[0]
-        target = rng.choice(live)
-        if kind == "update":
-            field_name = rng.choice(("given_name", "family_name", "email", "groups"))
-            value: Any = {
-                "given_name": f"Given{i}",
-                "family_name": f"Family{i}",
-                "email": f"outage{i:05d}@example.com",
-                "groups": rng.sample(("Employees", "Sales", "HR", "Finance"), rng.randint(0, 2)),
-            }[field_name]
-            directory.update_profile(target, {field_name: value})
-        elif kind == "delete":
-            directory.delete_user(target)
-            live.remove(target)
-        elif kind == "lock":
-            directory.set_locked(target, True)
-        else:
-            directory.set_disabled(target, kind == "disable")
-        done[kind] += 1
-    return done
 
 
 def full_runs(database_url: str | None = None) -> list[tuple[int, str]]:
@@ -83,14 +51,6 @@ def full_runs(database_url: str | None = None) -> list[tuple[int, str]]:
             select(SyncRun.id, SyncRun.trigger).where(SyncRun.kind == "full").order_by(SyncRun.id)
         ).all()
     return [(int(run_id), str(trigger)) for run_id, trigger in rows]
-
-
-def recorded(pipeline: Pipeline, name: str) -> dict[str, Any] | None:
-    """A value the pipeline's processes keep in Redis (under their own key prefix)."""
-    from tasks.redis_client import get_redis
-
-    raw = get_redis().get(pipeline.env["REDIS_KEY_PREFIX"] + name)
-    return dict(orjson.loads(raw)) if raw else None
 
 
 def changed_users(differences: list[str]) -> set[str]:
@@ -144,7 +104,7 @@ def prepare(make_pipeline: Callable[..., Pipeline], tmp_path: Path, mode: str, o
     # The last delivery before the outage comes more than the margin after the seed, so the catch-up lists only the
     # users changed since (as in a directory whose users were not all created a moment before the outage).
     wait_for(lambda: time.time() - seeded > MARGIN_SECONDS + 1, MARGIN_SECONDS + 5, "the seed to age", interval=0.2)
-    outage_changes(pipeline.standin.directory, case.rng, 20)
+    random_changes(pipeline.standin.directory, case.rng, 20)
     pipeline.drain(timeout=60)
     assert pipeline.differences() == []
     assert pipeline.admin.webhook_status()["failed"] == 0
@@ -172,7 +132,7 @@ def test_after_two_minutes_down_the_table_has_no_difference_within_five_minutes_
         due = batch * CHANGING_SECONDS / (CHANGE_BATCHES - 1)
         wait_for(lambda: time.monotonic() - stopped >= due, due + 5, "the next batch of changes", interval=0.2)  # noqa: B023
         for case in cases:
-            made = outage_changes(case.pipeline.standin.directory, case.rng, per_batch, first=1000 + batch * per_batch)
+            made = random_changes(case.pipeline.standin.directory, case.rng, per_batch, first=1000 + batch * per_batch)
             case.mix = {kind: case.mix[kind] + made[kind] for kind in WEIGHTS}
     for case in cases:
         assert case.pipeline.admin.wait_for_deliveries(timeout=OUTAGE_SECONDS - CHANGING_SECONDS - 5)["idle"]
@@ -213,13 +173,13 @@ def test_after_two_minutes_down_the_table_has_no_difference_within_five_minutes_
 
     with capsys.disabled():
         for case in cases:
-            catch_up = recorded(case.pipeline, "sync:incremental:catch_up")
+            catch_up = case.pipeline.recorded("sync:incremental:catch_up")
             print(
                 f"\n[{case.mode}] outage {outage:.0f}s, changes {case.mix}, deliveries {case.ledger_delta()}, "
                 f"differences after the outage {len(case.lost)} ({len(changed_users(case.lost))} users changed, "
                 f"{len(case.lost) - len([x for x in case.lost if DELETED not in x])} deleted); only deletions left "
                 f"after {case.only_deletions_after}s, 0 differences after {case.zero_after}s; catch-up {catch_up}; "
-                f"last drift check {recorded(case.pipeline, 'drift:last')}; "
+                f"last drift check {case.pipeline.recorded('drift:last')}; "
                 f"429s {case.pipeline.admin.stats()['rate_limited']}; (s, differences) {case.progress[::10]}"
             )
             if case.left and case.pipeline.worker is not None:
@@ -228,7 +188,7 @@ def test_after_two_minutes_down_the_table_has_no_difference_within_five_minutes_
         assert case.left == [], (case.mode, case.left[:5])
         assert case.zero_after is not None
         assert case.zero_after < DEADLINE_SECONDS
-        catch_up = recorded(case.pipeline, "sync:incremental:catch_up")
+        catch_up = case.pipeline.recorded("sync:incremental:catch_up")
         assert catch_up is not None, case.mode
         assert catch_up["basis"] == "last_delivery"
         runs_since = full_runs(case.pipeline.database_url)[len(case.full_runs_before) :]
@@ -271,7 +231,7 @@ def test_changes_whose_deliveries_were_dropped_are_repaired_by_the_sweep_within_
     pipeline.processes.append(beat)
     beat.start()
     changed = time.monotonic()
-    mix = {k: v for k, v in outage_changes(directory, random.Random(SEED + 3), 100).items() if k != "delete"}
+    mix = {k: v for k, v in random_changes(directory, random.Random(SEED + 3), 100).items() if k != "delete"}
     assert pipeline.admin.webhook_status()["dropped"] > 0
     assert pipeline.differences()
     # The first sweep is due one period after beat started; it must leave nothing but deletions (no filter shows
@@ -283,7 +243,7 @@ def test_changes_whose_deliveries_were_dropped_are_repaired_by_the_sweep_within_
         interval=1,
     )
     assert time.monotonic() - changed < SWEEP_SECONDS + 30
-    sweep = recorded(pipeline, "sync:incremental:sweep")
+    sweep = pipeline.recorded("sync:incremental:sweep")
     assert sweep is not None
     assert (sweep["status"], sweep["mode"]) == ("succeeded", "filter")
     assert pipeline.admin.stats()["rate_limited"] == 0

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
 from sqlalchemy import func, select
 
 from tests.chaos.conftest import Pipeline, reading
@@ -47,13 +46,6 @@ def busiest_minute(samples: list[tuple[float, int]]) -> int:
             j += 1
         best = max(best, count - samples[j][1])
     return best
-
-
-def recorded(pipeline: Pipeline, name: str) -> dict[str, Any] | None:
-    from tasks.redis_client import get_redis
-
-    raw = get_redis().get(pipeline.env["REDIS_KEY_PREFIX"] + name)
-    return dict(orjson.loads(raw)) if raw else None
 
 
 def runs(kind: str, trigger: str | None = None) -> dict[str, int]:
@@ -121,7 +113,7 @@ def test_drift_check_sweeps_refreshes_and_a_full_run_together_stay_inside_the_bu
     samples.append((time.monotonic(), limited_requests(pipeline.admin.stats())))
     stats = pipeline.admin.stats()
     metrics = pipeline.metrics()
-    sweep, drift = recorded(pipeline, "sync:incremental:sweep"), recorded(pipeline, "drift:last")
+    sweep, drift = pipeline.recorded("sync:incremental:sweep"), pipeline.recorded("drift:last")
     refreshes = runs("user", "event")
     busiest = busiest_minute(samples)
     with capsys.disabled():
