@@ -1,11 +1,11 @@
 """Run every benchmark, each in its own process, and write one report: ``python -m bench [--quick]``.
 
-Runs bench.intake, bench.e2e_lag (when present), bench.login_callback, bench.reconcile, bench.load, a short
-bench.soak, bench.brokers (intake and lag on Redis and on RabbitMQ) and bench.catchup one after the other (they
-would disturb each other's timings if run together), keeps each one's output in ``bench/results/<name>.out``, then
-writes ``bench/results/report.md`` and ``report.json`` (see bench/report.py). ``--quick`` runs shorter variants
-(about 7 minutes instead of about 17; the catch-up's two outages take most of it). A benchmark that fails is
-reported as such; the others still run.
+Runs bench.intake, bench.e2e_lag (when present), bench.drain, bench.login_callback, bench.reconcile, bench.load, a
+short bench.soak, bench.brokers (intake and lag on Redis and on RabbitMQ) and bench.catchup one after the other
+(they would disturb each other's timings if run together), keeps each one's output in
+``bench/results/<name>.out``, then writes ``bench/results/report.md`` and ``report.json`` (see bench/report.py).
+``--quick`` runs shorter variants (about 8 minutes instead of about 18; the catch-up's two outages take most of
+it). A benchmark that fails is reported as such; the others still run.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ PLAN: dict[str, tuple[list[str], list[str]]] = {
     # name: (full arguments, --quick arguments)
     "intake": ([], ["--events", "2000", "--paced-seconds", "5"]),
     "e2e_lag": ([], ["--seconds", "8"]),
+    "drain": ([], ["--events", "2000"]),
     "login_callback": ([], ["--iterations", "100"]),
     "reconcile": (["--sizes", "10000,100000"], ["--sizes", "10000", "--skip-limited"]),
     "load": ([], ["--seconds", "10"]),

@@ -85,21 +85,40 @@ def services() -> Iterator[dict[str, str]]:
         get_redis.cache_clear()
 
 
-def queued_messages(queue: str) -> int:
-    """Messages waiting in ``queue`` on the configured broker: a Redis list's length, or RabbitMQ's own count."""
-    from amqp.exceptions import ChannelError
+def queued_event_ids(queue: str) -> list[int]:
+    """The inbox ids carried by the messages waiting in ``queue`` (``events.apply_batch`` carries several, and
+    ``events.apply`` one), read without taking them: a Redis list's items, or RabbitMQ's messages fetched and then
+    returned unacknowledged."""
+    import base64
+    import json
 
     from models.settings import get_settings
     from tasks.app import app
     from tasks.redis_client import get_redis, key
 
+    def ids(body: bytes) -> list[int]:
+        args = json.loads(body)[0]
+        return list(args[0]) if isinstance(args[0], list) else [args[0]]
+
     if not get_settings().broker_is_rabbitmq:
-        return int(get_redis().llen(key(queue)))
-    with app.connection_for_write() as connection, connection.channel() as channel:
+        found: list[int] = []
+        for raw in get_redis().lrange(key(queue), 0, -1):
+            envelope = json.loads(raw)
+            found += ids(base64.b64decode(envelope["body"]))
+        return found
+    from amqp.exceptions import ChannelError
+
+    found = []
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
         try:
-            return int(channel.queue_declare(queue, passive=True).message_count)
+            while (message := channel.basic_get(queue, no_ack=False)) is not None:
+                found += ids(message.body)
         except ChannelError:  # not declared yet: nothing was ever sent to it
-            return 0
+            return []
+        finally:
+            channel.close()  # unacknowledged, every message goes back to the queue
+    return found
 
 
 def wait_http(port: int, deadline_seconds: float = 30) -> None:
@@ -123,14 +142,22 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """User plus system CPU time of the server's process tree (master and workers) so far."""
-        import psutil
+        return tree_cpu_seconds(self.pid)
 
-        master = psutil.Process(self.pid)
-        total = 0.0
-        for process in (master, *master.children(recursive=True)):
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User plus system CPU time so far of process ``pid`` and its descendants (those that ended are not counted)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for process in (root, *root.children(recursive=True)):
+        try:
             times = process.cpu_times()
-            total += times.user + times.system
-        return total
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 @contextmanager
@@ -165,7 +192,10 @@ def gunicorn(
 
 
 @contextmanager
-def celery_worker(env: dict[str, str], concurrency: int = 2) -> Iterator[subprocess.Popen[bytes]]:
+def celery_worker(
+    env: dict[str, str], concurrency: int = 2, extra: Sequence[str] = ()
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A Celery worker process on the events, users and default queues; ``extra`` arguments are added."""
     cmd = [
         str(ROOT / ".venv/bin/celery"),
         "-A",
@@ -179,6 +209,7 @@ def celery_worker(env: dict[str, str], concurrency: int = 2) -> Iterator[subproc
         "WARNING",
         "--without-gossip",
         "--without-mingle",
+        *extra,
     ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -23,7 +23,7 @@ import json
 import time
 import uuid
 
-from bench._support import SECRET, gunicorn, load, queued_messages, services
+from bench._support import SECRET, gunicorn, load, queued_event_ids, services
 
 
 def deliveries(count: int) -> list[tuple[bytes, dict[str, str]]]:
@@ -55,7 +55,7 @@ def deliveries(count: int) -> list[tuple[bytes, dict[str, str]]]:
 
 def measure(env: dict[str, str], args: argparse.Namespace, worker_class: str | None, label: str) -> None:
     """Saturated and paced runs, bare endpoint then intake, on one gunicorn; prints a line per run with ``label``
-    in front, and fails loudly unless every accepted delivery is in the inbox with its message in the queue."""
+    in front, and fails loudly unless every accepted delivery is in the inbox with its id in a queued message."""
     from sqlalchemy import func, select
 
     from models.db import SessionFactory, get_engine
@@ -65,7 +65,7 @@ def measure(env: dict[str, str], args: argparse.Namespace, worker_class: str | N
         get_engine()
         with SessionFactory() as session:
             stored = session.execute(select(func.count()).select_from(WebhookEvent)).scalar_one()
-        return stored, queued_messages("events")
+        return stored, len(queued_event_ids("events"))
 
     stored_before, messages_before = ledger()
     with gunicorn(env, worker_class=worker_class) as server:
@@ -108,7 +108,7 @@ def measure(env: dict[str, str], args: argparse.Namespace, worker_class: str | N
         while (now := ledger())[1] - messages_before < now[0] - stored_before and time.monotonic() < deadline:
             time.sleep(0.1)
         stored, messages = now[0] - stored_before, now[1] - messages_before
-        print(f"{label}ledger: accepted {accepted} (with the warm-up), stored {stored}, messages queued {messages}")
+        print(f"{label}ledger: accepted {accepted} (with the warm-up), stored {stored}, ids queued {messages}")
         if not stored == messages == accepted:
             raise SystemExit("LEDGER DOES NOT BALANCE: an accepted event is missing from the inbox or the queue")
 

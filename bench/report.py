@@ -253,6 +253,33 @@ def broker_rows() -> list[Row]:
     return rows
 
 
+def drain_rows() -> list[Row]:
+    """The worker alone on a backlog (bench.drain), beside the task's own function called in a loop."""
+    data = _read("drain.json")
+    if not data:
+        return []
+    worker, direct = data["worker"], data["direct"]
+    concurrency = data["args"]["concurrency"]
+    return [
+        Row(
+            f"worker apply throughput (backlog, celery -c {concurrency})",
+            f"{worker['per_second']:.0f} events/s",
+            f"direct apply_event loop {direct['per_second']:.0f}/s",
+            _ratio(worker["per_second"], direct["per_second"]),
+            ">= 200/s (the soak's rate)",
+            _met(worker["per_second"] >= 200),
+        ),
+        Row(
+            "worker CPU per applied event",
+            f"{worker['cpu_ms_per_event']:.2f} ms",
+            f"direct apply_event {direct['cpu_ms_per_event']:.2f} ms",
+            _ratio(worker["cpu_ms_per_event"], direct["cpu_ms_per_event"]),
+            "none (information)",
+            "n/a",
+        ),
+    ]
+
+
 def login_rows() -> list[Row]:
     data = _read("login_callback.json")
     if not data:
@@ -457,6 +484,7 @@ def catchup_rows() -> list[Row]:
 SECTIONS: list[Callable[[], list[Row]]] = [
     intake_rows,
     e2e_rows,
+    drain_rows,
     security_event_rows,
     broker_rows,
     login_rows,

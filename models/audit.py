@@ -45,7 +45,7 @@ def user_runs(session: Session, asgardeo_id: str, *, limit: int) -> Sequence[Syn
     return (
         session.execute(
             select(SyncRun)
-            .where(SyncRun.kind == "user", SyncRun.target_user_id == asgardeo_id)
+            .where(SyncRun.kind == "user", SyncRun.asgardeo_id == asgardeo_id)
             .order_by(SyncRun.id.desc())
             .limit(limit)
         )

@@ -30,9 +30,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from psycopg.errors import LockNotAvailable, QueryCanceled
-from sqlalchemy import Connection, Engine, TextClause, func, select, text
+from sqlalchemy import Connection, Engine, TextClause, text
 from sqlalchemy.exc import DBAPIError
 
+from models.advisory_locks import hold_advisory_lock
 from models.settings import Settings
 
 HOUSEKEEPING_LOCK_KEY = 0x4153_4744_484B_5001  # "ASGDHKP" + 1; see models.runs for the reconciliation's keys
@@ -169,9 +170,8 @@ def housekeep(
     """
     started = time.monotonic()
     report = Report()
-    with engine.connect() as raw:
-        conn = raw.execution_options(isolation_level="AUTOCOMMIT")
-        if not conn.execute(select(func.pg_try_advisory_lock(HOUSEKEEPING_LOCK_KEY))).scalar():
+    with hold_advisory_lock(engine, HOUSEKEEPING_LOCK_KEY) as conn:
+        if conn is None:
             report.status = "refused"
             return report
         try:
@@ -185,7 +185,6 @@ def housekeep(
         finally:
             conn.execute(text("RESET lock_timeout"))
             conn.execute(text("RESET statement_timeout"))
-            conn.execute(select(func.pg_advisory_unlock(HOUSEKEEPING_LOCK_KEY)))
     report.seconds = time.monotonic() - started
     return report
 

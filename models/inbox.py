@@ -38,7 +38,7 @@ class Envelope:
     iat: int
     event_uri: str
     event_type: str
-    asgardeo_user_id: str | None
+    asgardeo_id: str | None
     body: dict[str, Any]
 
     @property
@@ -72,7 +72,20 @@ def parse_envelope(data: object) -> Envelope:
     user_id = user.get("id") if isinstance(user, dict) else None
     if not isinstance(user_id, str) or not user_id or len(user_id) > 64:
         user_id = None
-    return Envelope(jti=jti, iat=iat, event_uri=uri, event_type=event_type, asgardeo_user_id=user_id, body=data)
+    return Envelope(jti=jti, iat=iat, event_uri=uri, event_type=event_type, asgardeo_id=user_id, body=data)
+
+
+def stored_event(row: WebhookEvent) -> dict[str, Any]:
+    """The event entry of a stored delivery. The intake parsed and checked the envelope before storing it, and the
+    row's columns hold what it found (type, user id, ``iat``), so this is a lookup, not a second parse.
+
+    Raises :class:`InvalidEnvelope` for a payload that lacks the entry its row names (a row not made by the intake).
+    """
+    events = row.payload.get("events") if isinstance(row.payload, dict) else None
+    if not isinstance(events, dict) or row.event_uri not in events:
+        raise InvalidEnvelope("the stored payload has no entry for its event URI")
+    value = events[row.event_uri]
+    return value if isinstance(value, dict) else {}
 
 
 def check_age(
@@ -129,7 +142,7 @@ def insert_events(conn: Session | Connection, deliveries: Sequence[tuple[Envelop
         params["jti"].append(envelope.jti)
         params["event_type"].append(envelope.event_type)
         params["event_uri"].append(envelope.event_uri)
-        params["asgardeo_user_id"].append(envelope.asgardeo_user_id)
+        params["asgardeo_user_id"].append(envelope.asgardeo_id)
         params["iat"].append(envelope.iat)
         params["payload"].append(raw_body if raw_body is not None else json.dumps(envelope.body))
     stored = {jti: event_id for event_id, jti in conn.execute(_INSERT_SQL, params)}
@@ -281,7 +294,7 @@ def list_events(
     *,
     status: str | None = None,
     event_type: str | None = None,
-    asgardeo_user_id: str | None = None,
+    asgardeo_id: str | None = None,
     before_id: int | None = None,
     limit: int = 50,
 ) -> list[WebhookEvent]:
@@ -291,8 +304,8 @@ def list_events(
         query = query.where(WebhookEvent.status == status)
     if event_type is not None:
         query = query.where(WebhookEvent.event_type == event_type)
-    if asgardeo_user_id is not None:
-        query = query.where(WebhookEvent.asgardeo_user_id == asgardeo_user_id)
+    if asgardeo_id is not None:
+        query = query.where(WebhookEvent.asgardeo_id == asgardeo_id)
     if before_id is not None:
         query = query.where(WebhookEvent.id < before_id)
     return list(session.execute(query).scalars())
@@ -305,6 +318,10 @@ def get_event(session: Session, event_id: int) -> WebhookEvent | None:
 def count_by_status(session: Session) -> Mapping[str, int]:
     rows = session.execute(select(WebhookEvent.status, func.count()).group_by(WebhookEvent.status)).all()
     return {status: int(count) for status, count in rows}
+
+
+def count_with_status(session: Session, status: str) -> int:
+    return int(session.execute(select(func.count()).where(WebhookEvent.status == status)).scalar_one())
 
 
 def event_types(session: Session) -> list[str]:

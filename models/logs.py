@@ -73,8 +73,3 @@ def bind(**ids: Any) -> Iterator[None]:
         yield
     finally:
         pop(token)
-
-
-def bound_ids() -> dict[str, Any]:
-    """The ids bound right now; used to stamp responses and task headers."""
-    return dict(_context.get() or {})

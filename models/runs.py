@@ -16,7 +16,6 @@ Functions take an open ``Session`` and never commit, except :func:`hold_run_lock
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -26,6 +25,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.orm import Session
 
+from models.advisory_locks import hold_advisory_lock
 from models.settings import get_settings
 from models.tables import SyncRun
 
@@ -35,8 +35,6 @@ CREATE_LOCK_KEY = 0x4153_4744_5243_4E02
 # Held (besides RUN_LOCK_KEY) by an incremental sync: a full run that finds the run lock taken by one waits for it
 # (incremental syncs are short) instead of being refused.
 INCREMENTAL_LOCK_KEY = 0x4153_4744_5243_4E03
-
-LOCK_POLL_SECONDS = 0.5
 
 
 class RunInProgress(Exception):
@@ -65,6 +63,16 @@ class Counters:
 
     def as_dict(self) -> dict[str, int | None]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def add(self, delta: Counters) -> None:
+        """Add ``delta``'s counts to these; its ``total_results``, when known, replaces this one (it is a size, not
+        a count)."""
+        for f in fields(self):
+            value = getattr(delta, f.name)
+            if f.name == "total_results":
+                self.total_results = value if value is not None else self.total_results
+            else:
+                setattr(self, f.name, getattr(self, f.name) + (value or 0))
 
 
 def lock_holder_exists(session: Session, key: int = RUN_LOCK_KEY) -> bool:
@@ -119,7 +127,7 @@ def start_user_run(
     run = SyncRun(
         kind="user",
         trigger=trigger[:32],
-        target_user_id=asgardeo_id[:64],
+        asgardeo_id=asgardeo_id[:64],
         requested_by=_clip(requested_by),
         task_id=task_id,
         status="running",
@@ -213,7 +221,7 @@ def run_as_dict(run: SyncRun) -> dict[str, Any]:
         "kind": run.kind,
         "trigger": run.trigger,
         "status": run.status,
-        "target_user_id": run.target_user_id,
+        "target_user_id": run.asgardeo_id,
         "requested_by": run.requested_by,
         "task_id": run.task_id,
         "total_results": run.total_results,
@@ -236,21 +244,7 @@ def run_as_dict(run: SyncRun) -> dict[str, Any]:
 
 @contextmanager
 def hold_run_lock(engine: Engine, key: int = RUN_LOCK_KEY, *, wait_seconds: float = 0.0) -> Iterator[bool]:
-    """Try the session-level run lock on a dedicated connection, for up to ``wait_seconds`` (default: without
-    waiting); yields whether it was taken.
-
-    The connection stays checked out (idle, no open transaction) until the block ends, then the lock is released.
-    """
-    with engine.connect() as raw:
-        conn = raw.execution_options(isolation_level="AUTOCOMMIT")
-        deadline = time.monotonic() + wait_seconds
-        while True:
-            taken = bool(conn.execute(select(func.pg_try_advisory_lock(key))).scalar())
-            if taken or time.monotonic() >= deadline:
-                break
-            time.sleep(LOCK_POLL_SECONDS)
-        try:
-            yield taken
-        finally:
-            if taken:
-                conn.execute(select(func.pg_advisory_unlock(key)))
+    """Try the run lock for up to ``wait_seconds`` (default: without waiting); yields whether it was taken, and
+    holds it until the block ends (see :mod:`models.advisory_locks`)."""
+    with hold_advisory_lock(engine, key, wait_seconds=wait_seconds) as conn:
+        yield conn is not None

@@ -65,7 +65,7 @@ def failed_logins(session: Session, asgardeo_id: str) -> int:
         session.scalar(
             select(func.count())
             .select_from(WebhookEvent)
-            .where(WebhookEvent.asgardeo_user_id == asgardeo_id, WebhookEvent.event_type == FAILED_LOGIN)
+            .where(WebhookEvent.asgardeo_id == asgardeo_id, WebhookEvent.event_type == FAILED_LOGIN)
         )
         or 0
     )

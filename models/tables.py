@@ -144,7 +144,8 @@ class WebhookEvent(Base):
     jti: Mapped[str] = mapped_column(String(128), unique=True)
     event_type: Mapped[str] = mapped_column(String(64))
     event_uri: Mapped[str] = mapped_column(String(300))
-    asgardeo_user_id: Mapped[str | None] = mapped_column(String(64))
+    # The column keeps its first name (no migration for a rename); in code it is the directory's id, asgardeo_id.
+    asgardeo_id: Mapped[str | None] = mapped_column("asgardeo_user_id", String(64))
     iat: Mapped[int] = mapped_column(BigInteger)
     payload: Mapped[dict[str, Any]]
     status: Mapped[str] = mapped_column(String(16), server_default="received", default="received")
@@ -171,7 +172,8 @@ class SyncRun(Base):
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
     trigger: Mapped[str] = mapped_column(String(32))
-    target_user_id: Mapped[str | None] = mapped_column(String(64))
+    # The Asgardeo id of the user a single-user run syncs (the column keeps its first name, as the API does).
+    asgardeo_id: Mapped[str | None] = mapped_column("target_user_id", String(64))
     requested_by: Mapped[str | None] = mapped_column(String(320))
     task_id: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), server_default="running", default="running")

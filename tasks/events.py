@@ -1,25 +1,22 @@
-"""Applying inbox events on a worker, re-sending stranded ones, and the lean publisher the intake uses.
+"""The Celery tasks over inbox events, and the lean publisher that sends ``events.apply_batch``.
 
-``events.apply`` takes an inbox row id. In one transaction it locks the row, maps the event to the user rules of
-:mod:`models.users` (stale guard, tombstones, audit, session revocation all live there) and marks the row done, so a
-worker killed mid-task leaves nothing half-applied and the redelivered message applies it once. Changes are
-published to the live stream after the commit; partial events (a profile delta, a status flip) also ask for a
-coalesced SCIM refresh of the user.
+``events.apply_batch`` takes a list of inbox row ids (the intake's publisher sends up to 20 per message) and, for
+each in turn, calls :func:`models.events.apply_event` (one transaction: the rules and the row's status live there).
+After the commits it publishes the batch's changes to the live stream and, for a partial event (a profile delta, a
+status flip), asks for a coalesced SCIM refresh of the user. An event that meets a transient error is handed to
+``events.apply``, which retries one event with backoff; an event that can never apply is recorded as ``failed``.
 
 ``events.relay`` (beat, every 30 s) re-sends events that have no message in the broker: ``received`` ones (the
 intake's publish failed) and ``queued`` ones older than ``EVENT_REQUEUE_AFTER_SECONDS`` (the message was lost).
+Both it and the web tier's intake (:mod:`web.intake`) send ``events.apply_batch`` through :class:`ApplyPublisher`.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
-import queue
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import amqp.exceptions
@@ -28,13 +25,11 @@ import redis
 from celery import Task
 from sqlalchemy import exc as sa_exc
 
-from models import directory_roles, inbox, logs, security_events, sign_in_events
-from models.attributes import user_fields
-from models.batch_thread import BatchThread
+from models import inbox, logs
 from models.db import unit_of_work
+from models.events import AppliedEvent, ApplyServices, apply_event, short_error
 from models.settings import get_settings
-from models.tables import WebhookEvent
-from models.users import Change, UserRecord, apply_user_patch, upsert_users
+from models.users import Change
 from tasks import metrics
 from tasks.app import app
 from tasks.arguments import positive_id
@@ -47,33 +42,15 @@ from tasks.scim import ScimClient
 log = logging.getLogger(__name__)
 
 APPLY_TASK = "events.apply"
+APPLY_BATCH_TASK = "events.apply_batch"
+# Events per ``events.apply_batch`` message: enough to spread Celery's cost per message thin, few enough that a
+# burst still spreads over every worker process and that the last event of a batch waits little for the first.
+APPLY_BATCH_SIZE = 20
+# What a batch message may carry at most (a hand-sent or corrupt message beyond it is refused, not worked through).
+APPLY_BATCH_MAX = 1000
 EVENTS_QUEUE = "events"
 RELAY_BATCH = 500
 RELAY_MAX_BATCHES = 20
-
-# One table maps WSO2 claim URIs to user fields. ``emailAddresses`` (multi-valued) only fills ``email`` when the
-# primary ``emailaddress`` claim is absent from the same event.
-CLAIM_FIELDS: Mapping[str, str] = {
-    "http://wso2.org/claims/username": "username",
-    "http://wso2.org/claims/emailaddress": "email",
-    "http://wso2.org/claims/emailAddresses": "email",
-    "http://wso2.org/claims/givenname": "first_name",
-    "http://wso2.org/claims/lastname": "last_name",
-    "http://wso2.org/claims/groups": "groups",
-}
-SECONDARY_CLAIMS = frozenset({"http://wso2.org/claims/emailAddresses"})
-
-CREATE_EVENTS = frozenset({"userCreated", "registrationSuccess"})
-STATUS_EVENTS: Mapping[str, str] = {
-    "userDisabled": "inactive",
-    "userAccountLocked": "inactive",
-    "userEnabled": "active",
-    "userAccountUnlocked": "active",
-    "userDeleted": "deleted",
-}
-PROFILE_EVENT = "userProfileUpdated"
-# A flip alone cannot say whether the user is still locked or disabled for the other reason: SCIM knows.
-PARTIAL_EVENTS = frozenset({PROFILE_EVENT, "userDisabled", "userAccountLocked", "userEnabled", "userAccountUnlocked"})
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     sa_exc.OperationalError,
@@ -86,254 +63,15 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-class PermanentEventError(ValueError):
-    """The event cannot be applied however often it is tried; it is recorded as ``failed``."""
+def _read_role_members(role_id: str) -> list[str] | None:
+    return ScimClient().get_role_members(role_id)
 
 
-# --- mapping (pure) ------------------------------------------------------------------------------------------------
-
-
-def _one(value: Any, name: str, *, multi_valued: bool) -> str | None:
-    """The claim's value as text: the first of a JSON array, and of a comma-separated string only for a multi-valued
-    claim (a single-valued one keeps its commas, as SCIM does: "Smith, Jr.")."""
-    if isinstance(value, list):
-        value = value[0] if value else None
-    elif multi_valued and isinstance(value, str) and "," in value:
-        value = value.split(",", 1)[0]
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str | int | float) or isinstance(value, bool):
-        raise PermanentEventError(f"claim for {name} is not a string")
-    return str(value)
-
-
-def _names(value: Any) -> list[str]:
-    if value is None or value == "":
-        return []
-    items = value if isinstance(value, list) else str(value).split(",")
-    if not all(isinstance(item, str) for item in items):
-        raise PermanentEventError("claim for groups is not a list of names")
-    return items
-
-
-def claims_to_fields(claims: object, *, removed: bool = False) -> dict[str, Any]:
-    """User fields from a list of ``{"uri", "value"}`` claims; unknown URIs are skipped. The values get the rules
-    SCIM resources get (:func:`models.attributes.user_fields`), so both paths write the same row.
-
-    ``removed=True`` maps removed claims to empty values (``None``, or ``[]`` for groups).
-    """
-    if claims is None:
-        return {}
-    if not isinstance(claims, list):
-        raise PermanentEventError("claims must be a list")
-    raw: dict[str, Any] = {}
-    primary: set[str] = set()
-    for claim in claims:
-        if not isinstance(claim, dict):
-            raise PermanentEventError("each claim must be an object")
-        uri = claim.get("uri")
-        name = CLAIM_FIELDS.get(uri) if isinstance(uri, str) else None
-        if name is None:
-            continue
-        if uri in SECONDARY_CLAIMS and name in primary:
-            continue
-        if uri not in SECONDARY_CLAIMS:
-            primary.add(name)
-        value = claim.get("value")
-        if removed:
-            raw[name] = [] if name == "groups" else None
-        elif name == "groups":
-            raw[name] = _names(value)
-        else:
-            raw[name] = _one(value, name, multi_valued=uri in SECONDARY_CLAIMS)
-    if removed:
-        return raw
-    fields = user_fields(raw)
-    if "groups" in fields:
-        fields["groups"] = list(fields["groups"])
-    return fields
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What one event asks of the user table: a full ``record``, a ``patch``, or nothing (``ignore`` says why)."""
-
-    record: UserRecord | None = None
-    patch: dict[str, Any] = field(default_factory=dict)
-    refresh: bool = False
-    ignore: str | None = None
-
-
-def plan_event(event_type: str, event: Mapping[str, Any], asgardeo_id: str | None, iat: int) -> Plan:
-    """Map one event to a user write. Pure: no I/O, so every event type is unit-tested."""
-    if event_type not in CREATE_EVENTS and event_type not in STATUS_EVENTS and event_type != PROFILE_EVENT:
-        return Plan(ignore=f"event type {event_type} is not applied to users")
-    if asgardeo_id is None:
-        return Plan(ignore="the event carries no user id")
-    user = event.get("user")
-    user = user if isinstance(user, dict) else {}
-    if event_type in CREATE_EVENTS:
-        fields = claims_to_fields(user.get("claims"))
-        record = UserRecord(
-            asgardeo_id=asgardeo_id,
-            username=fields.get("username"),
-            email=fields.get("email"),
-            first_name=fields.get("first_name"),
-            last_name=fields.get("last_name"),
-            groups=tuple(fields.get("groups") or ()),
-            status="active",
-            source_version=iat,
-        )
-        return Plan(record=record)
-    if event_type in STATUS_EVENTS:
-        return Plan(patch={"status": STATUS_EVENTS[event_type]}, refresh=event_type in PARTIAL_EVENTS)
-    patch = claims_to_fields(user.get("removedClaims"), removed=True)
-    patch.update(claims_to_fields(user.get("addedClaims")))
-    patch.update(claims_to_fields(user.get("updatedClaims")))
-    return Plan(patch=patch, refresh=True)
-
-
-# --- applying (one unit of work) -----------------------------------------------------------------------------------
-
-
-@dataclass
-class Outcome:
-    status: str
-    changes: list[Change] = field(default_factory=list)
-    refresh_user: str | None = None
-    jti: str | None = None
-
-
-def apply_event(event_id: int) -> Outcome:
-    """Apply one inbox event and mark it done, in one transaction. Safe to re-run: a done event is skipped.
-
-    Raises :class:`PermanentEventError` for an event that can never apply, and database errors for the caller to
-    retry.
-    """
-    with unit_of_work() as session:
-        row = inbox.claim_for_apply(session, event_id)
-        if row is None:
-            return Outcome(status="skipped")
-        with logs.bind(jti=row.jti, user_id=row.asgardeo_user_id, event_type=row.event_type):
-            return _apply_row(session, row)
-
-
-def _apply_row(session: Any, row: WebhookEvent) -> Outcome:
-    envelope = inbox.parse_envelope(row.payload)
-    if row.event_type in security_events.HANDLED:
-        return _apply_security_event(session, row, envelope.event)
-    if row.event_type in ROLE_EVENTS:
-        return _apply_role_event(session, row, envelope.event)
-    if row.event_type in sign_in_events.HANDLED:
-        return _record_sign_in_event(session, row, envelope.event)
-    plan = plan_event(row.event_type, envelope.event, row.asgardeo_user_id, row.iat)
-    if plan.ignore is not None:
-        inbox.finish(session, row, "ignored", note=plan.ignore)
-        log.info("event ignored", extra={"reason": plan.ignore})
-        return Outcome(status="ignored", jti=row.jti)
-    assert row.asgardeo_user_id is not None
-    changes: list[Change] = []
-    if plan.record is not None:
-        result = upsert_users(
-            session, [plan.record], source="webhook", event_jti=row.jti, role_map=get_settings().group_roles or None
-        )
-        changes = result.changes
-    elif plan.patch:
-        change = apply_user_patch(
-            session, row.asgardeo_user_id, plan.patch, source_version=row.iat, source="webhook", event_jti=row.jti
-        )
-        changes = [change] if change is not None else []
-    inbox.finish(session, row, "applied")
-    log.info("event applied", extra={"changes": len(changes)})
-    return Outcome(
-        status="applied", changes=changes, refresh_user=row.asgardeo_user_id if plan.refresh else None, jti=row.jti
-    )
-
-
-def _apply_security_event(session: Any, row: WebhookEvent, event: Mapping[str, Any]) -> Outcome:
-    """A session or credential event: it ends application sessions (``applied``) or changes nothing (``ignored``)."""
-    result = security_events.apply_security_event(
-        session,
-        row.event_type,
-        event,
-        row.asgardeo_user_id,
-        iat=row.iat,
-        event_jti=row.jti,
-        credential_ends_sessions=get_settings().credential_update_ends_sessions,
-    )
-    status = "applied" if result.change is not None else "ignored"
-    inbox.finish(session, row, status, note=None if status == "applied" else result.note)
-    log.info("security event handled", extra={"revoked": result.revoked, "outcome": status})
-    return Outcome(status=status, changes=[result.change] if result.change else [], jti=row.jti)
-
-
-def _record_sign_in_event(session: Any, row: WebhookEvent, event: Mapping[str, Any]) -> Outcome:
-    """A login or token event: counted (``identity_events``) and attributed to the user it names, nothing else."""
-    row.asgardeo_user_id = sign_in_events.named_user(session, event, row.asgardeo_user_id) or row.asgardeo_user_id
-    metrics.inc("identity_events", event_type=row.event_type)
-    inbox.finish(session, row, "ignored", note="recorded; login and token events change no user")
-    return Outcome(status="ignored", jti=row.jti)
-
-
-ROLE_EVENTS = frozenset({directory_roles.ROLE_USERS_UPDATED, "roleDeleted", "roleMetaUpdated"})
-
-
-def _apply_role_event(session: Any, row: WebhookEvent, event: Mapping[str, Any]) -> Outcome:
-    """A role event: grants and takes away mapped application roles (models/directory_roles.py).
-
-    A member list Asgardeo cut (over 1,000) is replaced by the role's complete list from the SCIM2 Roles API, one
-    request inside the shared SCIM budget, read while this event is held; a failed read retries the event.
-    """
-    if row.event_type == "roleMetaUpdated":
-        directory_roles.parse_role(event)
-        inbox.finish(session, row, "ignored", note="a renamed role keeps its grants: they follow the role's id")
-        return Outcome(status="ignored", jti=row.jti)
-    if row.event_type == "roleDeleted":
-        role = directory_roles.parse_role(event)
-        change = directory_roles.role_deleted_change(session, role)
-        app_role = directory_roles.known_app_role(session, role.id)
-    else:
-        change = directory_roles.parse_member_change(event)
-        role = change.role
-        app_role = directory_roles.mapped_app_role(role, get_settings().asgardeo_roles) or (
-            directory_roles.known_app_role(session, role.id)
-        )
-    if app_role is None:
-        inbox.finish(session, row, "ignored", note="the role is not in ROLE_MAP")
-        return Outcome(status="ignored", jti=row.jti)
-    if change.truncated:
-        members = ScimClient().get_role_members(role.id)
-        change = (
-            directory_roles.role_deleted_change(session, role)
-            if members is None
-            else directory_roles.full_membership_change(session, role, members)
-        )
-        log.info("role members read from the Roles API", extra={"role_id": role.id, "members": len(change.added)})
-    result = directory_roles.apply_member_change(session, change, app_role, iat=row.iat, event_jti=row.jti)
-    for user_id in result.kept_last_admin:
-        record_warning(LAST_ADMIN_KEPT, user_id=user_id)
-    inbox.finish(session, row, "applied", note="the last active admin kept admin" if result.kept_last_admin else None)
-    log.info("role event applied", extra={"role_id": role.id, "changes": len(result.changes)})
-    return Outcome(status="applied", changes=result.changes, jti=row.jti)
-
-
-# Our own refusals say what is wrong with the event's shape and carry none of its values; anything else may (a database
-# error quotes its statement), so only its kind is kept.
-_DESCRIBED_ERRORS: tuple[type[BaseException], ...] = (
-    PermanentEventError,
-    inbox.InvalidEnvelope,
-    security_events.MalformedSecurityEvent,
-    directory_roles.MalformedRoleEvent,
+SERVICES = ApplyServices(
+    read_role_members=_read_role_members,
+    last_admin_kept=lambda user_id: record_warning(LAST_ADMIN_KEPT, user_id=user_id),
+    sign_in_event=lambda event_type: metrics.inc("identity_events", event_type=event_type),
 )
-SHORT_ERROR_CHARS = 200
-
-
-def short_error(error: BaseException) -> str:
-    """What an inbox row, the sync-health page and a log line may say about a failure: short, no personal data."""
-    if isinstance(error, _DESCRIBED_ERRORS):
-        return f"{type(error).__name__}: {error}"[:SHORT_ERROR_CHARS]
-    sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None)
-    return type(error).__name__ + (f" (SQLSTATE {sqlstate})" if isinstance(sqlstate, str) else "")
 
 
 def _record(event_id: int, error: BaseException, *, final: bool) -> None:
@@ -377,29 +115,75 @@ _settings = get_settings()
     max_retries=_settings.event_max_retries,
 )
 def apply(self: Task, event_id: int) -> str:
-    """Apply inbox event ``event_id``; transient database errors retry with backoff, then the event is ``failed``."""
+    """Apply inbox event ``event_id``; transient database errors retry with backoff, then the event is ``failed``.
+
+    Since the intake sends batches (:func:`apply_batch`), this carries the events a batch could not apply at once
+    (they get this task's retries and backoff) and the messages an earlier release sent.
+    """
     if positive_id(event_id) is None:
         log.warning("events.apply called with a malformed event id; ignored", extra={"event_id": repr(event_id)[:40]})
         return "rejected"
+    outcome = apply_recorded(event_id)
+    publish_changes(outcome.changes)
+    return outcome.status
+
+
+def apply_recorded(event_id: int) -> AppliedEvent:
+    """Apply one event, count it, and (after its commit) ask for a refresh of its user; the caller publishes the
+    outcome's changes to the live stream.
+
+    A permanent error marks the event ``failed`` (that is the outcome); a transient one propagates, for the caller
+    to retry.
+    """
     with logs.bind(event_id=event_id):
         try:
-            outcome = apply_event(event_id)
+            applied = apply_event(event_id, services=SERVICES)
         except (ValueError, sa_exc.DataError) as exc:
             # PermanentEventError, InvalidEnvelope, a field the user rules refuse, or a value Postgres refuses:
             # retrying cannot help.
             _record(event_id, exc, final=True)
             log.warning("event failed permanently", extra={"error": short_error(exc)})
             metrics.inc("events_applied", outcome="failed")
-            return "failed"
-        metrics.inc("events_applied", outcome=outcome.status)
-        publish_changes(outcome.changes)
-        if outcome.refresh_user is not None:
+            return AppliedEvent(status="failed")
+        metrics.inc("events_applied", outcome=applied.status)
+        if applied.refresh_asgardeo_id is not None:
             try:
-                request_user_refresh(outcome.refresh_user, trigger="event")
+                request_user_refresh(applied.refresh_asgardeo_id, trigger="event")
             except (kombu.exceptions.KombuError, redis.RedisError, OSError):
                 # The event is applied; the nightly reconciliation covers a refresh that could not be queued.
-                log.warning("user refresh could not be queued", extra={"user_id": outcome.refresh_user})
-        return outcome.status
+                log.warning("user refresh could not be queued", extra={"user_id": applied.refresh_asgardeo_id})
+        return applied
+
+
+@app.task(name=APPLY_BATCH_TASK, acks_late=True, ignore_result=True)
+def apply_batch(event_ids: list[int]) -> int:
+    """Apply several inbox events, one transaction each, in order; returns how many were handled here.
+
+    Celery's own cost per message (the broker's round trips, the prefork pool's hand-off, the monitoring events) was
+    larger than an event's whole apply, so the publisher sends up to :data:`APPLY_BATCH_SIZE` ids per message; the
+    batch's changes go to the live stream in one message at its end. At the first transient error the event and
+    every one after it go to :func:`apply`, one message each, with that task's retries and backoff: a database that
+    is away is not tried once per event here. If even that send fails the task fails, its events stay ``queued``,
+    and the relay re-sends them. Safe to re-run: a done event is skipped.
+    """
+    ids = event_ids if isinstance(event_ids, list) else []
+    if not ids or len(ids) > APPLY_BATCH_MAX or any(positive_id(event_id) is None for event_id in ids):
+        log.warning("events.apply_batch called with malformed event ids; ignored", extra={"ids": repr(event_ids)[:80]})
+        return 0
+    changes: list[Change] = []
+    try:
+        for done, event_id in enumerate(ids):
+            try:
+                changes.extend(apply_recorded(event_id).changes)
+            except TRANSIENT_ERRORS as exc:
+                rest = ids[done:]
+                log.warning("events left for one-by-one retries", extra={"count": len(rest), "error": short_error(exc)})
+                for later in rest:
+                    apply.apply_async((later,))
+                return done
+        return len(ids)
+    finally:
+        publish_changes(changes)
 
 
 @app.task(name="events.relay", acks_late=True, ignore_result=True)
@@ -448,7 +232,7 @@ BROKER_ERRORS = (
 
 
 class ApplyPublisher:
-    """Sends ``events.apply`` messages with one kombu producer per thread.
+    """Sends ``events.apply_batch`` messages with one kombu producer per thread.
 
     ``apply_async`` costs far more per call (signals, a ``task-sent`` event publish, result bookkeeping); the
     worker cannot tell the difference, since the message is built by Celery's own ``as_task_v2``. A call's messages
@@ -482,28 +266,30 @@ class ApplyPublisher:
                 log.debug("closing a broken broker connection failed")
 
     def publish(self, event_ids: Iterable[int]) -> list[int]:
-        """Send one message per event, all in one Redis round trip; returns the ids not known to be sent.
+        """Send ``events.apply_batch`` messages of up to :data:`APPLY_BATCH_SIZE` events each, all in one round trip;
+        returns the ids not known to be sent.
 
         A failed round trip returns every id although some messages may have arrived: a second message for an
-        event is harmless (``events.apply`` skips a done event), a missing one is not.
+        event is harmless (a done event is skipped), a missing one is not.
         """
         ids = list(event_ids)
         if not ids:
             return []
         try:
             producer = self._producer()
-            with producer.batch(len(ids)):
-                for event_id in ids:
-                    self._publish_one(producer, event_id)
+            chunks = [ids[i : i + APPLY_BATCH_SIZE] for i in range(0, len(ids), APPLY_BATCH_SIZE)]
+            with producer.batch(len(chunks)):
+                for chunk in chunks:
+                    self._publish_one(producer, chunk)
         except BROKER_ERRORS as exc:
             self._drop()
             log.warning("broker unreachable; the relay will send the events", extra={"error": type(exc).__name__})
             return ids
         return []
 
-    def _publish_one(self, producer: Any, event_id: int) -> None:
+    def _publish_one(self, producer: Any, event_ids: list[int]) -> None:
         task_id = str(uuid.uuid4())
-        message = app.amqp.as_task_v2(task_id, APPLY_TASK, args=[event_id], kwargs={}, ignore_result=True)
+        message = app.amqp.as_task_v2(task_id, APPLY_BATCH_TASK, args=[event_ids], kwargs={}, ignore_result=True)
         declare = None if self._local.declared else [app.amqp.queues[EVENTS_QUEUE]]
         producer.publish(
             message.body,
@@ -523,95 +309,5 @@ _publisher = ApplyPublisher()
 
 
 def get_publisher() -> ApplyPublisher:
+    """This worker's publisher, for the relay (each web app makes its own, see :mod:`web.intake`)."""
     return _publisher
-
-
-# --- publishing off the request thread --------------------------------------------------------------------------
-
-BACKGROUND_MAX_PENDING = 10_000
-BACKGROUND_BATCH = 200
-BACKGROUND_FLUSH_SECONDS = 5.0
-
-
-def leave_for_relay(event_ids: Sequence[int]) -> None:
-    """No message went out for these events: mark them ``received`` so the next relay run (30 s) sends them.
-
-    If Postgres refuses too, they stay ``queued`` and the relay re-sends them once ``EVENT_REQUEUE_AFTER_SECONDS``
-    have passed; either way nothing is lost.
-    """
-    try:
-        with unit_of_work() as session:
-            inbox.mark_received(session, event_ids)
-    except sa_exc.SQLAlchemyError as exc:
-        log.warning("could not mark events received", extra={"count": len(event_ids), "error": type(exc).__name__})
-        return
-    log.warning("events stored; the relay will enqueue them", extra={"count": len(event_ids)})
-
-
-class BackgroundPublisher(BatchThread[int]):
-    """Sends ``events.apply`` messages from one thread per process, so a web request ends at its commit.
-
-    The intake commits the inbox row as ``queued`` and then hands its id to :meth:`submit`; the thread publishes in
-    batches through an :class:`ApplyPublisher` and marks what the broker refused ``received``. Items still in memory
-    when the process dies were never sent, and their rows are still ``queued``: the relay re-sends them after
-    ``EVENT_REQUEUE_AFTER_SECONDS``. A clean exit drains the queue first (``atexit``, bounded).
-    """
-
-    thread_name = "event-publisher"
-
-    def __init__(
-        self,
-        publisher: ApplyPublisher | None = None,
-        *,
-        on_unsent: Callable[[Sequence[int]], None] = leave_for_relay,
-        max_pending: int = BACKGROUND_MAX_PENDING,
-        batch: int = BACKGROUND_BATCH,
-    ) -> None:
-        super().__init__(max_pending=max_pending, batch=batch)
-        self.publisher = publisher or ApplyPublisher()
-        self.on_unsent = on_unsent
-        self._exit_hook = False
-
-    def submit(self, event_id: int) -> bool:
-        """Hand one committed event to the thread; ``False`` when the queue is full (the caller publishes inline)."""
-        self._ensure_thread()
-        try:
-            self._queue.put_nowait(event_id)
-        except queue.Full:
-            return False
-        return True
-
-    def _started(self) -> None:
-        if not self._exit_hook:
-            atexit.register(self.flush, BACKGROUND_FLUSH_SECONDS)
-            self._exit_hook = True
-
-    def _handle(self, items: list[int]) -> None:
-        try:
-            unsent = self.publisher.publish(items)
-            if unsent:
-                self.on_unsent(unsent)
-        except Exception:  # the thread must outlive any one batch; those rows stay queued for the relay
-            log.exception("background publish failed", extra={"count": len(items)})
-        finally:
-            for _ in items:
-                self._queue.task_done()
-
-    def flush(self, timeout: float) -> bool:
-        """Wait until everything submitted so far was published or handed to the relay; ``False`` on timeout."""
-        pending = self._queue
-        deadline = time.monotonic() + timeout
-        with pending.all_tasks_done:
-            while pending.unfinished_tasks:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                pending.all_tasks_done.wait(remaining)
-        return True
-
-
-_background = BackgroundPublisher(_publisher)
-
-
-def get_background_publisher() -> BackgroundPublisher:
-    return _background

@@ -2,7 +2,7 @@
 
 One message per call, holding the JSON array of that transaction's changes: a reconciliation page of hundreds of
 users is one PUBLISH, not hundreds (measured: per-change publishing took a tenth of a 100,000-user run's Python
-time). Subscribers (:mod:`web.events`) split the array into one Server-Sent Event per change.
+time). Subscribers (:mod:`web.live`) split the array into one Server-Sent Event per change.
 
 Publishing is best effort: a subscriber that misses a message catches up from the audit trail by ``Last-Event-ID``,
 so a Redis hiccup here must never fail the task that made the change.

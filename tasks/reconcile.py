@@ -94,7 +94,7 @@ Progress = Callable[[str, Counters], None]
 
 
 @dataclass(frozen=True)
-class Outcome:
+class RunOutcome:
     run_id: int
     status: str
     counters: Counters
@@ -168,12 +168,6 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _add(counters: Counters, created: int, updated: int, unchanged: int) -> None:
-    counters.created += created
-    counters.updated += updated
-    counters.unchanged += unchanged
-
-
 def reconcile_all(
     run_id: int,
     *,
@@ -181,7 +175,7 @@ def reconcile_all(
     task_id: str | None = None,
     progress: Progress | None = None,
     max_deactivate_share: float | None = None,
-) -> Outcome:
+) -> RunOutcome:
     """Execute the ``running`` full run ``run_id`` (see the module docstring). Never raises a directory error:
     those end the run as ``failed``. Returns the outcome; the run row holds the same.
     """
@@ -196,11 +190,11 @@ def reconcile_all(
         if not taken:
             with unit_of_work() as session:
                 finish_run(session, run_id, "failed", error="refused: another reconciliation holds the lock")
-            return Outcome(run_id, "refused", counters, "another reconciliation holds the lock")
+            return RunOutcome(run_id, "refused", counters, "another reconciliation holds the lock")
         with unit_of_work() as session:
             run = get_run(session, run_id)
             if run is None or run.kind != "full" or run.status != "running":
-                return Outcome(run_id, "refused", counters, "no such running full run")
+                return RunOutcome(run_id, "refused", counters, "no such running full run")
             mark_started(session, run_id, task_id)
         log.info("reconciliation started", extra={"run_id": run_id})
         try:
@@ -214,7 +208,7 @@ def reconcile_all(
             log.warning("reconciliation failed", extra={"run_id": run_id, "error": str(exc)})
             with unit_of_work() as session:
                 finish_run(session, run_id, "failed", error=failure, counters=counters)
-            return Outcome(run_id, "failed", counters, failure)
+            return RunOutcome(run_id, "failed", counters, failure)
         except SoftTimeLimitExceeded:
             with unit_of_work() as session:
                 finish_run(session, run_id, "failed", error="time limit reached", counters=counters)
@@ -226,7 +220,7 @@ def reconcile_all(
         status, error = _finish(run_id, retirement, counters, share)
         report("done", counters)
         log.info("reconciliation finished", extra={"run_id": run_id, "status": status, "counters": counters.as_dict()})
-        return Outcome(run_id, status, counters, error)
+        return RunOutcome(run_id, status, counters, error)
 
 
 def _finish(run_id: int, retirement: _Retirement, counters: Counters, share: float) -> tuple[str, str | None]:
@@ -307,11 +301,11 @@ def _write_pages(
         result = upsert_users(session, records, source=SOURCE, run_id=run_id, role_map=role_map)
         role_changes = _repair_roles(session, listings, run_id)
         # A user listed twice (paging shifted between two pages) is written once; the repeat counts as unchanged.
-        repeats = len(records) - result.created - result.updated - result.unchanged - result.stale
-        _add(deltas[-1], result.created, result.updated, result.unchanged + result.stale + repeats)
+        unchanged = len(records) - result.created - result.updated
+        deltas[-1].add(Counters(created=result.created, updated=result.updated, unchanged=unchanged))
         total = Counters()
         for delta in deltas:
-            _merge(total, delta)
+            total.add(delta)
         add_progress(session, run_id, total)
     publish_encoded(result.encoded_changes, result.created + result.updated)
     publish_changes(role_changes)
@@ -380,14 +374,6 @@ class _Planner:
         log.info("users re-analyzed", extra={"rows": rows, "seconds": round(time.monotonic() - started, 3)})
 
 
-def _merge(total: Counters, delta: Counters) -> None:
-    for name, value in delta.as_dict().items():
-        if name == "total_results":
-            total.total_results = value if value is not None else total.total_results
-        else:
-            setattr(total, name, getattr(total, name) + (value or 0))
-
-
 def _list(scim: ScimClient, run_id: int, counters: Counters, report: Progress, role_map: dict[str, str] | None) -> None:
     """Stream the listing into :data:`PAGE_WRITERS` concurrent page transactions.
 
@@ -404,7 +390,7 @@ def _list(scim: ScimClient, run_id: int, counters: Counters, report: Progress, r
         for future in [f for f in done if f.done()]:
             inflight.discard(future)
             for delta in future.result():
-                _merge(counters, delta)
+                counters.add(delta)
                 report("listing", counters)
                 planner.grew(delta.created)
 
@@ -423,7 +409,7 @@ def _list(scim: ScimClient, run_id: int, counters: Counters, report: Progress, r
             for future in wait(inflight).done:
                 if not future.cancelled() and future.exception() is None:
                     for delta in future.result():
-                        _merge(counters, delta)
+                        counters.add(delta)
             connections.close()
             planner.wait()
 
@@ -486,7 +472,9 @@ def _retire_missing(scim: ScimClient, run_id: int, counters: Counters, report: P
             with unit_of_work() as session:
                 result = upsert_users(session, [record], source=SOURCE, run_id=run_id)
                 counters.seen += 1
-                _add(counters, result.created, result.updated, result.unchanged + result.stale)
+                counters.add(
+                    Counters(created=result.created, updated=result.updated, unchanged=result.unchanged + result.stale)
+                )
             publish_changes(result.changes)
         waits, waited_ms = scim.take_budget_waits()
         counters.budget_waits += waits

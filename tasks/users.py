@@ -80,7 +80,7 @@ def sync_user(
             ).id
         else:
             row = get_run(session, run_id)
-            if row is None or row.kind != "user" or row.status != "running" or row.target_user_id != asgardeo_id:
+            if row is None or row.kind != "user" or row.status != "running" or row.asgardeo_id != asgardeo_id:
                 return SyncResult(run_id, "rejected", error="no such running user sync")
             mark_started(session, run_id, task_id)
     asked_ms = time.time_ns() // 1_000_000

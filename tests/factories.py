@@ -65,7 +65,7 @@ def make_event(session: Session, kind: str = "userCreated", **overrides: object)
         "jti": envelope.jti,
         "event_type": envelope.event_type,
         "event_uri": envelope.event_uri,
-        "asgardeo_user_id": envelope.asgardeo_user_id,
+        "asgardeo_id": envelope.asgardeo_id,
         "iat": envelope.iat,
         "payload": body,
         "status": "received",

@@ -20,7 +20,7 @@ from models import logs
 from models.settings import Settings, get_settings
 from web import (
     admin,
-    admin_events,
+    admin_inbox,
     admin_sync,
     api_docs,
     auth,
@@ -29,8 +29,9 @@ from web import (
     console_sync,
     console_users,
     csrf,
-    events,
     health,
+    intake,
+    live,
     metrics,
     oidc,
     openapi,
@@ -65,11 +66,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     register_error_handlers(app)
     oidc.init_app(app, settings)
+    intake.init_app(app)
     csrf.init_app(app)
     security_headers.init_app(app, settings)
     console.init_app(app)
     app.cli.add_command(cli_users.users)
-    blueprints = (health, metrics, openapi, pages, auth, webhooks, admin, admin_events, admin_sync, events, sync_health)
+    blueprints = (health, metrics, openapi, pages, auth, webhooks, admin, admin_inbox, admin_sync, live, sync_health)
     for module in blueprints:
         app.register_blueprint(module.bp)
     for module in (console_users, console_sync, api_docs):

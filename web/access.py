@@ -9,7 +9,7 @@ from typing import ParamSpec, TypeVar
 
 from flask import current_app, g, request
 
-from models.db import SessionFactory, get_engine
+from models.db import unit_of_work
 from models.sessions import find_active_session
 from models.settings import Settings
 from models.tables import AppSession, User
@@ -38,8 +38,7 @@ def current_user() -> User | None:
     g.current_session = None
     token = session_token()
     if token:
-        get_engine()
-        with SessionFactory.begin() as session:
+        with unit_of_work() as session:
             found = find_active_session(session, token)
             if found is not None:
                 app_session, user = found

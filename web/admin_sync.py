@@ -17,7 +17,7 @@ from typing import Any
 import click
 from flask import Blueprint, Response, jsonify, request, url_for
 
-from models.db import SessionFactory, get_engine, unit_of_work
+from models.db import unit_of_work
 from models.runs import (
     Counters,
     RunInProgress,
@@ -112,8 +112,7 @@ def runs() -> Response:
     limit = int_arg("limit", DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
     before = optional_int_arg("before_id")
     kind = choice_arg("kind", RUN_KINDS)
-    get_engine()
-    with SessionFactory() as session:
+    with unit_of_work() as session:
         rows = list_runs(session, limit=limit + 1, before_id=before, kind=kind)
     page = [run_as_dict(r) for r in rows[:limit]]
     next_before = page[-1]["id"] if len(rows) > limit else None
@@ -126,8 +125,7 @@ def one_run(run_id: int) -> Response | str:
     """The run as JSON; a browser asking for a page gets the run's console page (:mod:`web.console_sync`)."""
     if run_id > 2**63 - 1:
         raise APIError(404, "not_found", f"No sync run {run_id}.")
-    get_engine()
-    with SessionFactory() as session:
+    with unit_of_work() as session:
         run = get_run(session, run_id)
         if run is None:
             raise APIError(404, "not_found", f"No sync run {run_id}.")

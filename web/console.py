@@ -17,8 +17,8 @@ from web.errors import APIError
 SECTIONS = (
     ("users", "Users", "admin.list_users"),
     ("sync", "Sync", "console_sync.page"),
-    ("inbox", "Inbox", "admin_events.list_events"),
-    ("live", "Live", "admin_events.live_users"),
+    ("inbox", "Inbox", "admin_inbox.list_events"),
+    ("live", "Live", "live.live_users"),
     ("health", "Sync health", "sync_health.page"),
 )
 _PREFIXES = (

@@ -1,6 +1,6 @@
 """The inbox pages: webhook events by status and type, one event's details, and replay (one, or all failed).
 
-Served at the admin API's own addresses when a browser asks for HTML (:mod:`web.admin_events` hands them over); the
+Served at the admin API's own addresses when a browser asks for HTML (:mod:`web.admin_inbox` hands them over); the
 replay buttons are forms posting to the API's replay routes, which answer a browser with a redirect back here.
 """
 
@@ -47,8 +47,8 @@ def event_page(event_id: int) -> str:
             raise APIError(404, "not_found", f"No event {event_id}.")
         payload = json.dumps(row.payload, indent=2, sort_keys=True)
         user_id = None
-        if row.asgardeo_user_id:
-            found = get_by_asgardeo_id(session, row.asgardeo_user_id)
+        if row.asgardeo_id:
+            found = get_by_asgardeo_id(session, row.asgardeo_id)
             user_id = found.id if found is not None else None
     return render_template(
         "console/event.html",

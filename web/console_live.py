@@ -1,7 +1,7 @@
 """The live page: the user table, any page of it, updated in place from the live stream, and the latest changes in
 words (who, what changed, from which path).
 
-Served at ``/admin/live`` (:mod:`web.admin_events` hands the request over). Paging and search are those of the users
+Served at ``/admin/live`` (:mod:`web.admin_inbox` hands the request over). Paging and search are those of the users
 page (:mod:`models.user_search`); the stream resumes from the newest audit row at render time, so nothing between
 the render and the stream's start is lost.
 """

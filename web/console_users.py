@@ -69,7 +69,7 @@ def _shown_run(asgardeo_id: str) -> SyncRun | None:
         return None
     with unit_of_work() as session:
         run = get_run(session, run_id)
-    if run is None or run.kind != "user" or run.target_user_id != asgardeo_id:
+    if run is None or run.kind != "user" or run.asgardeo_id != asgardeo_id:
         return None
     return run
 

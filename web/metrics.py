@@ -19,9 +19,9 @@ from flask import Blueprint, Response, current_app, request
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import text
 
-from models.db import get_engine, unit_of_work
+from models.db import unit_of_work
+from models.health_figures import service_gauges
 from models.settings import Settings
 from models.tables import EVENT_STATUSES
 from tasks.metrics import parse_field, read_all
@@ -50,24 +50,6 @@ COUNTERS = {
     "drift_differences": "Users the drift check found different from the directory (and repaired), by kind",
 }
 HISTOGRAMS = {"webhook_intake_seconds": "Time to accept one webhook delivery (verify, store, enqueue)"}
-
-_DB_SQL = text(
-    """
-SELECT
-  (SELECT json_object_agg(status, n) FROM (SELECT status, count(*) AS n FROM webhook_events GROUP BY status) s)
-      AS backlog,
-  (SELECT extract(epoch FROM now() - min(received_at)) FROM webhook_events WHERE status IN ('received', 'queued'))
-      AS oldest_pending_seconds,
-  (SELECT extract(epoch FROM avg(processed_at - received_at)) FROM webhook_events
-     WHERE processed_at > now() - interval '5 minutes') AS apply_lag_seconds,
-  (SELECT count(*) FROM sessions WHERE revoked_at IS NULL AND expires_at > now()) AS active_sessions,
-  (SELECT row_to_json(r) FROM (
-     SELECT extract(epoch FROM finished_at) AS finished, extract(epoch FROM finished_at - started_at) AS duration,
-            seen, created, updated, unchanged, deactivated, failed
-     FROM sync_runs WHERE kind = 'full' AND status = 'succeeded' ORDER BY finished_at DESC LIMIT 1) r)
-      AS last_reconcile
-"""
-)
 
 
 class ServiceCollector(Collector):
@@ -138,8 +120,8 @@ class ServiceCollector(Collector):
 
     def _database_gauges(self) -> Iterator[Any]:
         try:
-            with get_engine().connect() as conn:
-                row = conn.execute(_DB_SQL).mappings().one()
+            with unit_of_work() as session:
+                row = service_gauges(session)
         except Exception as exc:
             log.warning("metrics: postgres unreadable", extra={"error": type(exc).__name__})
             return

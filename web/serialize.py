@@ -58,7 +58,7 @@ def event_json(row: WebhookEvent) -> dict[str, Any]:
         "id": row.id,
         "jti": row.jti,
         "event_type": row.event_type,
-        "user_id": row.asgardeo_user_id,
+        "user_id": row.asgardeo_id,
         "iat": row.iat,
         "status": row.status,
         "attempts": row.attempts,

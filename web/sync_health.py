@@ -10,12 +10,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, render_template
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models.db import unit_of_work
+from models.health_figures import sync_health
 from models.settings import Settings
-from models.tables import EVENT_STATUSES, SyncRun, User, WebhookEvent
+from models.tables import SyncRun
 from tasks.config_warnings import warnings
 from tasks.housekeeping import last_report
 from tasks.jti_conflicts import recent_conflicts
@@ -33,9 +33,6 @@ def when(iso: str | None) -> str:
     if not iso:
         return ""
     return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-FAILED_SHOWN = 20
 
 
 def _run(run: SyncRun | None) -> dict[str, Any] | None:
@@ -63,32 +60,20 @@ def _iso(value: datetime | None) -> str | None:
 
 def snapshot(session: Session) -> dict[str, Any]:
     """Everything the page shows, as plain data."""
-    full_runs = select(SyncRun).where(SyncRun.kind == "full").order_by(SyncRun.id.desc())
-    last_run = session.execute(full_runs.limit(1)).scalar_one_or_none()
-    last_success = session.execute(full_runs.where(SyncRun.status == "succeeded").limit(1)).scalar_one_or_none()
-    backlog = dict.fromkeys(EVENT_STATUSES, 0)
-    for status, count in session.execute(select(WebhookEvent.status, func.count()).group_by(WebhookEvent.status)).all():
-        backlog[status] = count
-    failed = session.execute(
-        select(WebhookEvent).where(WebhookEvent.status == "failed").order_by(WebhookEvent.id.desc()).limit(FAILED_SHOWN)
-    ).scalars()
-    last_delivery = session.scalar(select(func.max(WebhookEvent.received_at)))
-    oldest_pending = session.scalar(
-        select(func.min(WebhookEvent.received_at)).where(WebhookEvent.status.in_(("received", "queued")))
-    )
-    users = dict(session.execute(select(User.status, func.count()).group_by(User.status)).all())
+    figures = sync_health(session)
     return {
-        "last_run": _run(last_run),
-        "last_successful_run": _run(last_success),
-        "inbox": backlog,
-        "oldest_pending_event_at": _iso(oldest_pending),
-        "last_webhook_received_at": _iso(last_delivery),
-        "failed_events": [event_json(e) for e in failed],
-        "users": {status: users.get(status, 0) for status in ("active", "inactive", "deleted")},
+        "last_run": _run(figures.last_run),
+        "last_successful_run": _run(figures.last_successful_run),
+        "inbox": figures.inbox,
+        "oldest_pending_event_at": _iso(figures.oldest_pending_event_at),
+        "last_webhook_received_at": _iso(figures.last_webhook_received_at),
+        "failed_events": [event_json(e) for e in figures.failed_events],
+        "users": figures.users,
         "jti_conflicts": [{**c, "at": _iso(datetime.fromtimestamp(c["at"], UTC))} for c in recent_conflicts()],
         "housekeeping": _housekeeping(),
         "subscriptions": {
-            channel: _handshake(entry, last_delivery) for channel, entry in sorted(subscriptions().items())
+            channel: _handshake(entry, figures.last_webhook_received_at)
+            for channel, entry in sorted(subscriptions().items())
         },
         "staleness": staleness(session),
         "config_warnings": {

@@ -1,13 +1,13 @@
 """Asgardeo's webhooks: the WebSub handshake and signed deliveries into the durable inbox.
 
-A delivery is verified (HMAC-SHA256 over the raw body), checked, and stored: a per-process writer thread
-(:class:`models.inbox_writer.InboxWriter`) commits it together with other requests' deliveries, and the answer
-waits for that commit. Only then is it announced to the workers, by a per-process background thread
-(:class:`tasks.events.BackgroundPublisher`) so the answer does not wait for the broker; the relay covers a message
-that dies with its process. Answers: 202 accepted (even when the broker is down: the relay sends it later), 200 for
-a ``jti`` already held (a different body under it is counted, logged and listed, never applied), 401 bad or missing
-signature, 400 malformed or too old/new, 413 too large, 503 when Postgres is unreachable (or the commit does not
-come in time) so Asgardeo retries. Never 410, which WebSub reads as "unsubscribe me".
+A delivery is verified (HMAC-SHA256 over the raw body), parsed once, checked, and stored: the app's writer thread
+(:class:`web.intake_writer.InboxWriter`) commits it together with other requests' deliveries, and the answer
+waits for that commit. Only then is it announced to the workers, by the app's background thread
+(:class:`web.intake_publisher.BackgroundPublisher`) so the answer does not wait for the broker; the relay covers a
+message that dies with its process. Answers: 202 accepted (even when the broker is down: the relay sends it later),
+200 for a ``jti`` already held (a different body under it is counted, logged and listed, never applied), 401 bad or
+missing signature, 400 malformed or too old/new, 413 too large, 503 when Postgres is unreachable (or the commit does
+not come in time) so Asgardeo retries. Never 410, which WebSub reads as "unsubscribe me".
 """
 
 from __future__ import annotations
@@ -23,14 +23,13 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import exc as sa_exc
 
 from models import inbox
-from models.db import get_engine
-from models.inbox_writer import get_inbox_writer
+from models.db import unit_of_work
 from models.settings import Settings
 from tasks import metrics
-from tasks.events import ApplyPublisher, get_background_publisher, get_publisher
 from tasks.jti_conflicts import record_conflict
 from tasks.subscriptions import record_handshake, topic_channel
 from web.errors import APIError
+from web.intake import current_intake
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 log = logging.getLogger(__name__)
@@ -46,12 +45,6 @@ DB_UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.Timeout
 def _settings() -> Settings:
     settings: Settings = current_app.config["SETTINGS"]
     return settings
-
-
-def publisher() -> ApplyPublisher:
-    """The app's publisher; tests install one pointed at a dead broker as ``app.extensions["event_publisher"]``."""
-    found: ApplyPublisher = current_app.extensions.get("event_publisher") or get_publisher()
-    return found
 
 
 @bp.get("/asgardeo")
@@ -141,9 +134,9 @@ def receive() -> tuple[Response, int]:
     except APIError as exc:
         metrics.inc("webhooks_rejected", reason=exc.error)
         raise
-    extra = {"jti": envelope.jti, "event_type": envelope.event_type, "user_id": envelope.asgardeo_user_id}
+    extra = {"jti": envelope.jti, "event_type": envelope.event_type, "user_id": envelope.asgardeo_id}
     try:
-        event_id = get_inbox_writer().insert(envelope, body.decode())
+        event_id = current_intake().store(envelope, body.decode())
     except sa_exc.DataError:
         # Valid JSON that Postgres's jsonb refuses (a \u0000 in a string).
         metrics.inc("webhooks_rejected", reason="invalid_envelope")
@@ -159,25 +152,18 @@ def receive() -> tuple[Response, int]:
         _check_duplicate(envelope, body.decode(), extra)
         return jsonify(status="duplicate", jti=envelope.jti), 200
     metrics.inc("webhooks_received")
-    installed: ApplyPublisher | None = current_app.extensions.get("event_publisher")
-    if installed is None and get_background_publisher().submit(event_id):
-        # The answer does not wait for the broker: the row is committed, the thread sends the message.
-        metrics.observe("webhook_intake_seconds", time.perf_counter() - started)
-        return jsonify(status="accepted", id=event_id, queued=True), 202
-    # A publisher installed on the app (tests), or the background queue is full (back-pressure): send inline.
-    unsent = (installed or get_publisher()).publish([event_id])
-    if unsent:
-        _leave_for_relay(event_id, extra)
+    # The answer does not wait for the broker: the row is committed, the app's thread sends the message.
+    queued = current_intake().announce(event_id)
     metrics.observe("webhook_intake_seconds", time.perf_counter() - started)
-    return jsonify(status="accepted", id=event_id, queued=not unsent), 202
+    return jsonify(status="accepted", id=event_id, queued=queued), 202
 
 
 def _check_duplicate(envelope: inbox.Envelope, raw_body: str, extra: dict[str, Any]) -> None:
     """A retry carries the body already stored; another body under the same ``jti`` is counted, logged with both
     digests (never the body) and listed for the operators. Either way nothing is applied: the first body stands."""
     try:
-        with get_engine().connect() as conn:
-            conflict = inbox.body_conflict(conn, envelope.jti, raw_body)
+        with unit_of_work() as session:
+            conflict = inbox.body_conflict(session, envelope.jti, raw_body)
     except DB_UNAVAILABLE as exc:
         log.warning("duplicate delivery not compared", extra={**extra, "error": type(exc).__name__})
         return
@@ -191,14 +177,3 @@ def _check_duplicate(envelope: inbox.Envelope, raw_body: str, extra: dict[str, A
         extra={**extra, "stored_sha256": stored, "received_sha256": received},
     )
     record_conflict(envelope.jti, envelope.event_type, stored, received)
-
-
-def _leave_for_relay(event_id: int, extra: dict[str, Any]) -> None:
-    """The broker is down: mark the event ``received`` so the relay sends it as soon as it runs."""
-    try:
-        with get_engine().begin() as conn:
-            inbox.mark_received(conn, [event_id])
-    except DB_UNAVAILABLE:
-        # Still safe: the event stays ``queued`` and the relay re-sends queued events past their deadline.
-        log.warning("could not mark the event received", extra=extra)
-    log.warning("event stored; the relay will enqueue it", extra=extra)

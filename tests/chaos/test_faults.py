@@ -233,7 +233,7 @@ def run_user_sync(pipeline: Pipeline, asgardeo_id: str, **options: Any) -> Any:
         with unit_of_work() as session:
             return session.execute(
                 select(SyncRun).where(
-                    SyncRun.kind == "user", SyncRun.target_user_id == asgardeo_id, SyncRun.status != "running"
+                    SyncRun.kind == "user", SyncRun.asgardeo_id == asgardeo_id, SyncRun.status != "running"
                 )
             ).scalar_one_or_none()
 

@@ -105,7 +105,7 @@ def test_single_user_sync_runs_on_the_worker(
     response = client.post("/admin/sync", json={"user_id": resource["id"]}, headers=admin_headers)
     assert response.status_code == 202
     row = wait_finished(response.get_json()["run_id"])
-    assert (row.kind, row.status, row.target_user_id, row.created) == ("user", "succeeded", resource["id"], 1)
+    assert (row.kind, row.status, row.asgardeo_id, row.created) == ("user", "succeeded", resource["id"], 1)
     with unit_of_work() as session:
         assert get_by_asgardeo_id(session, resource["id"]).first_name == "Una"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -15,6 +15,7 @@ from models.db import SessionFactory, get_engine, unit_of_work
 from models.tables import AppSession, User, UserChange, WebhookEvent
 from tasks.events import ApplyPublisher, relay
 from tests.polling import wait_for
+from tests.recording_publisher import install_publisher
 from tests.stack import WEBHOOK_SECRET, LiveServer
 from tests.webhook_payloads import claims, encode, event, signed_headers
 
@@ -176,14 +177,18 @@ def test_hostile_claims_fail_the_event_permanently_without_retrying(live_server:
 
 
 def test_events_accepted_while_the_broker_is_down_are_applied_after_the_relay(app: Any) -> None:
-    app.extensions["event_publisher"] = ApplyPublisher("redis://127.0.0.1:1/0")
+    install_publisher(app, ApplyPublisher("redis://127.0.0.1:1/0"))
     client = app.test_client()
     ids = [str(uuid.uuid4()) for _ in range(5)]
     for uid in ids:
         raw = encode(event("userCreated", uid, claims=claims(username=f"{uid}@example.com")))
         assert client.post("/webhooks/asgardeo", data=raw, headers=signed_headers(raw)).status_code == 202
-    with SessionFactory() as session:
-        assert set(session.execute(select(WebhookEvent.status)).scalars()) == {"received"}
+
+    def statuses() -> set[str]:
+        with SessionFactory() as session:
+            return set(session.execute(select(WebhookEvent.status)).scalars())
+
+    wait_for(lambda: statuses() == {"received"}, what="every event left received for the relay")
     relay.delay()
     wait_for(lambda: events_done(5), what="relayed events applied")
     assert all(user(uid) is not None for uid in ids)
@@ -197,7 +202,7 @@ def test_relay_resends_events_stuck_in_queued_past_the_deadline() -> None:
                 jti=str(uuid.uuid4()),
                 event_type="userCreated",
                 event_uri="https://schemas.identity.wso2.org/events/user/event-type/userCreated",
-                asgardeo_user_id=uid,
+                asgardeo_id=uid,
                 iat=int(time.time() * 1000),
                 payload=event("userCreated", uid, claims=claims(username="stuck@example.com")),
                 status="queued",
@@ -239,7 +244,7 @@ def test_a_signed_creation_with_a_201_character_name_is_applied_with_the_name_cu
 def test_a_failed_event_stores_a_short_error_without_the_rows_values(live_server: LiveServer) -> None:
     from sqlalchemy.exc import DataError
 
-    from tasks.events import short_error
+    from models.events import short_error
 
     secret = "Ada.Lovelace.Private@example.com"
     refused = DataError("INSERT INTO users ... VALUES (%(email)s)", {"email": secret}, Exception("value too long"))
@@ -256,3 +261,83 @@ def test_a_failed_event_stores_a_short_error_without_the_rows_values(live_server
     row = wait_for(failed, what="failed")
     assert secret not in (row.last_error or "")
     assert len(row.last_error or "") <= 200
+
+
+def _stored_event(asgardeo_id: str) -> int:
+    """A ``queued`` userCreated event in the inbox, as the intake leaves it; returns its id."""
+    with unit_of_work() as session:
+        row = WebhookEvent(
+            jti=str(uuid.uuid4()),
+            event_type="userCreated",
+            event_uri="https://schemas.identity.wso2.org/events/user/event-type/userCreated",
+            asgardeo_id=asgardeo_id,
+            iat=int(time.time() * 1000),
+            payload=event("userCreated", asgardeo_id, claims=claims(username=f"{asgardeo_id}@example.com")),
+            status="queued",
+        )
+        session.add(row)
+        session.flush()
+        return row.id
+
+
+def _event_row(event_id: int) -> WebhookEvent:
+    with SessionFactory() as session:
+        return session.execute(select(WebhookEvent).where(WebhookEvent.id == event_id)).scalar_one()
+
+
+@pytest.fixture
+def refuse_user_writes() -> Iterator[Callable[[Iterable[str]], None]]:
+    """``refuse(ids)``: from now on Postgres refuses writes of these users (and only these) with a serialization
+    failure (SQLSTATE 40001, a transient error) raised by a trigger: the real error from the real server."""
+    from sqlalchemy import text
+
+    def refuse(ids: Iterable[str]) -> None:
+        listed = ", ".join(f"'{uuid.UUID(uid)}'" for uid in ids) or "''"
+        with get_engine().begin() as conn:
+            conn.execute(
+                text(
+                    "CREATE OR REPLACE FUNCTION test_refuse_user() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                    f"IF NEW.asgardeo_id IN ({listed}) THEN "
+                    "RAISE EXCEPTION 'refused by the test' USING ERRCODE = '40001'; END IF; RETURN NEW; END $$"
+                )
+            )
+            conn.execute(text("DROP TRIGGER IF EXISTS test_refuse_user ON users"))
+            conn.execute(
+                text(
+                    "CREATE TRIGGER test_refuse_user BEFORE INSERT OR UPDATE ON users "
+                    "FOR EACH ROW EXECUTE FUNCTION test_refuse_user()"
+                )
+            )
+
+    yield refuse
+    with get_engine().begin() as conn:
+        conn.execute(text("DROP TRIGGER IF EXISTS test_refuse_user ON users"))
+        conn.execute(text("DROP FUNCTION IF EXISTS test_refuse_user()"))
+
+
+def test_a_batch_applies_each_event_and_hands_the_rest_to_retries_at_a_transient_error(
+    refuse_user_writes: Callable[[Iterable[str]], None],
+) -> None:
+    from tasks.events import apply_batch
+
+    uids = [str(uuid.uuid4()) for _ in range(4)]
+    ids = [_stored_event(uid) for uid in uids]
+    refuse_user_writes([uids[1]])
+    assert apply_batch(ids) == 1  # the first applied here; the second failed, so it and the rest went on
+    assert user(uids[0]) is not None
+    # The worker's events.apply messages: the third and fourth apply, the second keeps failing and counts attempts.
+    wait_for(lambda: user(uids[2]) is not None and user(uids[3]) is not None, what="the rest applied one by one")
+    wait_for(lambda: _event_row(ids[1]).attempts >= 1, what="the refused event's attempts counted")
+    assert user(uids[1]) is None
+    refuse_user_writes([])
+    wait_for(lambda: user(uids[1]) is not None, what="the refused event applied by a retry", timeout=60)
+    assert {_event_row(i).status for i in ids} == {"applied"}
+
+
+@pytest.mark.parametrize("value", [[], [0], [1, "2"], "1,2", [1] * 1001, None, {"ids": [1]}])
+def test_a_malformed_batch_changes_nothing(value: Any) -> None:
+    from tasks.events import apply_batch
+
+    assert apply_batch(value) == 0
+    with SessionFactory() as session:
+        assert session.execute(select(func.count()).select_from(WebhookEvent)).scalar_one() == 0

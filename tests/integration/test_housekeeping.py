@@ -42,7 +42,7 @@ def make_event(session: Session, status: str, *, received: datetime, processed: 
         jti=str(uuid.uuid4()),
         event_type="userCreated",
         event_uri="https://schemas.identity.wso2.org/events/user/event-type/userCreated",
-        asgardeo_user_id=str(uuid.uuid4()),
+        asgardeo_id=str(uuid.uuid4()),
         iat=int(received.timestamp() * 1000),
         payload={"events": {}},
         status=status,

@@ -19,20 +19,20 @@ from sqlalchemy import select, text
 from models import db
 from models.db import SessionFactory, get_engine, make_engine
 from models.inbox import parse_envelope
-from models.inbox_writer import InboxWriter, get_inbox_writer
 from models.tables import WebhookEvent
 from tasks import metrics
 from tests.polling import wait_for
-from tests.recording_publisher import RecordingPublisher
+from tests.recording_publisher import RecordingPublisher, install_recorder
 from tests.webhook_payloads import encode, event, sample, signed_headers
+from web.intake import current_intake
+from web.intake_writer import InboxWriter
 
 URL = "/webhooks/asgardeo"
 
 
 @pytest.fixture
 def recorder(app: Flask, clean_redis: None) -> Iterator[RecordingPublisher]:
-    publisher = RecordingPublisher()
-    app.extensions["event_publisher"] = publisher
+    publisher = install_recorder(app)
     yield publisher
     metrics.flush()  # the intake's counts, before clean_redis deletes them: later tests read exact values
 
@@ -67,6 +67,11 @@ def lock_waiters() -> int:
         return count
 
 
+def writer_queue_size(app: Flask) -> int:
+    with app.app_context():
+        return current_intake().writer._queue.qsize()
+
+
 @contextmanager
 def one_batch(app: Flask, bodies: list[dict[str, Any]]) -> Iterator[list[Any]]:
     """Deliver ``bodies`` so that the writer stores them in one statement; yields their answers once all are in."""
@@ -75,7 +80,7 @@ def one_batch(app: Flask, bodies: list[dict[str, Any]]) -> Iterator[list[Any]]:
         first, first_answer = deliver_all(app, [sample("userCreated")])
         wait_for(lambda: lock_waiters() >= 1, what="the writer to wait on the table lock")
         threads, answers = deliver_all(app, bodies)
-        wait_for(lambda: get_inbox_writer()._queue.qsize() == len(bodies), what="every delivery to queue")
+        wait_for(lambda: writer_queue_size(app) == len(bodies), what="every delivery to queue")
         locker.rollback()
     for thread in [*first, *threads]:
         thread.join(20)

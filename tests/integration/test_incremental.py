@@ -169,7 +169,7 @@ def test_a_catch_up_starts_at_the_last_delivery_accepted_before_the_web_tier_sta
                     jti=f"jti-{n}",
                     event_type="userProfileUpdated",
                     event_uri="https://schemas.identity.wso2.org/events/user/event-type/userProfileUpdated",
-                    asgardeo_user_id=f"user-{n}",
+                    asgardeo_id=f"user-{n}",
                     iat=int(at.timestamp() * 1000),
                     payload={},
                     received_at=at,

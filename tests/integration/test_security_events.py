@@ -80,7 +80,7 @@ def inbox_has(event_type: str, asgardeo_id: str) -> bool:
     with SessionFactory() as session:
         found = session.execute(
             select(WebhookEvent.id).where(
-                WebhookEvent.event_type == event_type, WebhookEvent.asgardeo_user_id == asgardeo_id
+                WebhookEvent.event_type == event_type, WebhookEvent.asgardeo_id == asgardeo_id
             )
         ).first()
         return found is not None
@@ -287,7 +287,7 @@ def test_login_and_token_events_are_recorded_counted_per_user_and_change_nothing
         assert deliver(live_server, body).status_code == 202
     rows = [wait_for(lambda b=body: event_row(b["jti"]), what="event recorded") for body in bodies]
     assert {row.status for row in rows} == {"ignored"}
-    assert [row.asgardeo_user_id for row in rows[:2]] == [asgardeo_id, asgardeo_id]
+    assert [row.asgardeo_id for row in rows[:2]] == [asgardeo_id, asgardeo_id]
     page = requests.get(
         f"{live_server.url}/admin/users/{person_id}",
         headers={"Cookie": f"hrms_session={admin_token}", "Accept": "text/html"},

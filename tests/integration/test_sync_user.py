@@ -50,7 +50,7 @@ def test_unknown_user_is_created_and_recorded_as_a_user_run(standin: Any, standi
     )
     with unit_of_work() as session:
         row = get_run(session, result.run_id)
-        assert (row.kind, row.status, row.target_user_id, row.created, row.trigger) == (
+        assert (row.kind, row.status, row.asgardeo_id, row.created, row.trigger) == (
             "user",
             "succeeded",
             resource["id"],

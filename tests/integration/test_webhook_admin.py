@@ -12,15 +12,13 @@ from flask.testing import FlaskClient
 
 from models.db import unit_of_work
 from models.tables import WebhookEvent
-from tests.recording_publisher import RecordingPublisher
+from tests.recording_publisher import RecordingPublisher, install_recorder
 from tests.webhook_payloads import event
 
 
 @pytest.fixture(autouse=True)
 def recorder(app: Flask) -> RecordingPublisher:
-    publisher = RecordingPublisher()
-    app.extensions["event_publisher"] = publisher
-    return publisher
+    return install_recorder(app)
 
 
 def add_event(status: str, event_type: str = "userDeleted", user_id: str | None = None) -> int:
@@ -30,7 +28,7 @@ def add_event(status: str, event_type: str = "userDeleted", user_id: str | None 
             jti=str(uuid.uuid4()),
             event_type=event_type,
             event_uri=f"https://schemas.identity.wso2.org/events/user/event-type/{event_type}",
-            asgardeo_user_id=uid,
+            asgardeo_id=uid,
             iat=int(time.time() * 1000),
             payload=event(event_type, uid),
             status=status,

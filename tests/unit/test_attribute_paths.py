@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.attributes import group_names, username_from_directory
-from tasks.events import plan_event
+from models.events import plan_event
 from tasks.scim import parse_user
 
 USER_ID = "3987d74e-8432-4f4d-b1a8-cad463af843d"

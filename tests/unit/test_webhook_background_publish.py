@@ -7,7 +7,8 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from tasks.events import ApplyPublisher, BackgroundPublisher
+from tasks.events import ApplyPublisher
+from web.intake_publisher import BackgroundPublisher
 
 
 class FakePublisher(ApplyPublisher):

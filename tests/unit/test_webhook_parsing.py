@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from models.events import PermanentEventError, claims_to_fields, plan_event
 from models.inbox import InvalidEnvelope, check_age, parse_envelope
-from tasks.events import PermanentEventError, claims_to_fields, plan_event
 from tests.webhook_payloads import FIXTURES, claims, event, sample, signature
 from web.webhooks import signature_valid
 
@@ -24,7 +24,7 @@ def test_every_shared_sample_parses_with_its_type_and_user(name: str) -> None:
     assert envelope.jti == body["jti"]
     assert envelope.iat == body["iat"]
     ((_, evt),) = body["events"].items()
-    assert envelope.asgardeo_user_id == evt["user"]["id"]
+    assert envelope.asgardeo_id == evt["user"]["id"]
 
 
 @pytest.mark.parametrize(
@@ -63,7 +63,7 @@ def test_envelope_tolerates_missing_optional_fields_and_extra_ones() -> None:
     body = {"jti": "j-1", "iat": NOW, "events": {"https://x/events/user/event-type/userEnabled": {}}, "new": 1}
     envelope = parse_envelope(body)
     assert envelope.event_type == "userEnabled"
-    assert envelope.asgardeo_user_id is None
+    assert envelope.asgardeo_id is None
 
 
 def test_age_window_refuses_old_and_future_events_only() -> None:
@@ -122,7 +122,7 @@ def test_hostile_claims_are_a_permanent_error(bad: object) -> None:
 def test_created_event_plans_a_full_active_record_at_its_iat() -> None:
     body = sample("userCreated", iat=NOW)
     envelope = parse_envelope(body)
-    plan = plan_event(envelope.event_type, envelope.event, envelope.asgardeo_user_id, envelope.iat)
+    plan = plan_event(envelope.event_type, envelope.event, envelope.asgardeo_id, envelope.iat)
     assert plan.record is not None
     assert (plan.record.username, plan.record.email, plan.record.first_name, plan.record.last_name) == (
         "johndoe@aol.com",
@@ -153,7 +153,7 @@ def test_status_events_plan_a_status_patch(name: str, status: str, refresh: bool
 
 def test_profile_update_plans_the_delta_and_a_refresh() -> None:
     envelope = parse_envelope(sample("userProfileUpdated"))
-    plan = plan_event(envelope.event_type, envelope.event, envelope.asgardeo_user_id, envelope.iat)
+    plan = plan_event(envelope.event_type, envelope.event, envelope.asgardeo_id, envelope.iat)
     assert plan.patch == {"email": "peter@aol.com"}
     assert plan.refresh
 

@@ -1,24 +1,23 @@
-"""Admin view of the webhook inbox (list, show, replay) and the live user table page. Admin role only."""
+"""Admin view of the webhook inbox (list, show, replay). Admin role only."""
 
 from __future__ import annotations
 
 import logging
 
 from flask import Blueprint, Response, jsonify, redirect, url_for
-from sqlalchemy import func, select
 from werkzeug.wrappers import Response as BaseResponse
 
 from models import inbox
-from models.db import SessionFactory, get_engine, unit_of_work
-from models.tables import EVENT_STATUSES, WebhookEvent
-from web import console_inbox, console_live
+from models.db import unit_of_work
+from models.tables import EVENT_STATUSES
+from web import console_inbox
 from web.access import current_user, require_role
 from web.errors import APIError, wants_page
+from web.intake import current_intake
 from web.serialize import event_json
 from web.validate import choice_arg, int_arg, optional_int_arg, text_arg
-from web.webhooks import publisher
 
-bp = Blueprint("admin_events", __name__, url_prefix="/admin")
+bp = Blueprint("admin_inbox", __name__, url_prefix="/admin")
 log = logging.getLogger(__name__)
 
 DEFAULT_LIMIT = 50
@@ -37,10 +36,9 @@ def list_events() -> Response | str:
     before_id = optional_int_arg("before_id")
     if wants_page():
         return console_inbox.events_page(status=status, event_type=event_type, before_id=before_id, limit=limit)
-    get_engine()
-    with SessionFactory() as session:
+    with unit_of_work() as session:
         rows = inbox.list_events(
-            session, status=status, event_type=event_type, asgardeo_user_id=user_id, before_id=before_id, limit=limit
+            session, status=status, event_type=event_type, asgardeo_id=user_id, before_id=before_id, limit=limit
         )
         items = [event_json(r) for r in rows]
     next_before = items[-1]["id"] if len(items) == limit else None
@@ -53,8 +51,7 @@ def show_event(event_id: int) -> Response | str:
     """One event with the payload Asgardeo sent (it holds no secret; the signature header is never stored)."""
     if wants_page():
         return console_inbox.event_page(event_id)
-    get_engine()
-    with SessionFactory() as session:
+    with unit_of_work() as session:
         row = inbox.get_event(session, event_id)
         if row is None:
             raise APIError(404, "not_found", f"No event {event_id}.")
@@ -77,13 +74,10 @@ def replay_event(event_id: int) -> tuple[Response, int] | BaseResponse:
             raise APIError(409, "not_replayable", str(exc)) from None
         if row is None:
             raise APIError(404, "not_found", f"No event {event_id}.")
-    unsent = publisher().publish([event_id])
-    if unsent:
-        with unit_of_work() as session:
-            inbox.mark_received(session, unsent)
+    unsent = current_intake().send_now([event_id])
     log.info("event replayed by an admin", extra={"event_id": event_id, "actor": _actor()})
     if wants_page():
-        return redirect(url_for("admin_events.show_event", event_id=event_id, queued=1), code=303)
+        return redirect(url_for("admin_inbox.show_event", event_id=event_id, queued=1), code=303)
     return jsonify(status="queued", id=event_id, queued=not unsent), 202
 
 
@@ -93,21 +87,10 @@ def replay_failed() -> tuple[Response, int] | BaseResponse:
     """Queue up to 1000 failed events again, oldest first; call again while ``remaining`` is above zero."""
     with unit_of_work() as session:
         ids = inbox.claim_failed_for_replay(session, limit=REPLAY_ALL_LIMIT)
-    unsent = publisher().publish(ids)
+    unsent = current_intake().send_now(ids)
     with unit_of_work() as session:
-        if unsent:
-            inbox.mark_received(session, unsent)
-        remaining = session.execute(
-            select(func.count()).select_from(WebhookEvent).where(WebhookEvent.status == "failed")
-        ).scalar_one()
+        remaining = inbox.count_with_status(session, "failed")
     log.info("failed events replayed by an admin", extra={"count": len(ids), "actor": _actor()})
     if wants_page():
-        return redirect(url_for("admin_events.list_events", replayed=len(ids), remaining=remaining), code=303)
+        return redirect(url_for("admin_inbox.list_events", replayed=len(ids), remaining=remaining), code=303)
     return jsonify(replayed=len(ids), unsent=len(unsent), remaining=remaining), 202
-
-
-@bp.get("/live")
-@require_role("admin")
-def live_users() -> str:
-    """The user table, updated in place from ``/events/users`` (see :mod:`web.console_live`)."""
-    return console_live.live_page()

@@ -20,8 +20,8 @@ import time
 from sqlalchemy import exc as sa_exc
 
 from models import inbox
-from models.batch_thread import BatchThread
 from models.db import get_engine
+from web.batch_thread import BatchThread
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +106,3 @@ class InboxWriter(BatchThread[_Pending]):
             return
         for item, event_id in zip(batch, ids, strict=True):
             item.settle(event_id)
-
-
-_writer = InboxWriter()
-
-
-def get_inbox_writer() -> InboxWriter:
-    return _writer

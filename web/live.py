@@ -1,4 +1,4 @@
-"""The live stream: applied user changes as Server-Sent Events, for admins.
+"""The live stream: applied user changes as Server-Sent Events, for admins, and the live user table page over it.
 
 Each message's ``id`` is the audit row's id. A client that reconnects sends ``Last-Event-ID`` (browsers do it by
 themselves) and first receives every change after that id from the audit trail, then the live ones from Redis
@@ -19,15 +19,17 @@ import redis
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy import select
 
-from models.db import SessionFactory, get_engine
+from models.db import unit_of_work
 from models.settings import Settings
 from models.tables import UserChange
 from tasks.live import channel
 from tasks.redis_client import get_redis
+from web import console_live
 from web.access import require_role
 from web.errors import APIError
 
-bp = Blueprint("events", __name__, url_prefix="/events")
+# The stream keeps its public address, ``/events/users``; the page is ``/admin/live``.
+bp = Blueprint("live", __name__)
 log = logging.getLogger(__name__)
 
 REPLAY_PAGE = 500
@@ -53,10 +55,9 @@ def format_event(message: dict[str, Any]) -> str:
 
 def missed_changes(after_id: int) -> list[dict[str, Any]]:
     """Audit rows after ``after_id``, oldest first, in the live message's shape (bounded)."""
-    get_engine()
     rows: list[dict[str, Any]] = []
     cursor = after_id
-    with SessionFactory() as session:
+    with unit_of_work() as session:
         while len(rows) < REPLAY_MAX_ROWS:
             page = session.execute(
                 select(UserChange).where(UserChange.id > cursor).order_by(UserChange.id).limit(REPLAY_PAGE)
@@ -142,7 +143,7 @@ def _stream(pubsub: Any, backlog: list[dict[str, Any]], last_id: int | None, set
         pubsub.close()
 
 
-@bp.get("/users")
+@bp.get("/events/users")
 @require_role("admin")
 def user_stream() -> Response:
     """``text/event-stream`` of user changes; resumes after ``Last-Event-ID``."""
@@ -173,3 +174,10 @@ def user_stream() -> Response:
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     return response
+
+
+@bp.get("/admin/live")
+@require_role("admin")
+def live_users() -> str:
+    """The user table, updated in place from ``/events/users`` (see :mod:`web.console_live`)."""
+    return console_live.live_page()

@@ -7,9 +7,11 @@ survive a fork, so a forked child starts with an empty queue and its own thread.
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import threading
+import time
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -17,13 +19,20 @@ T = TypeVar("T")
 
 class BatchThread(Generic[T]):
     """Subclasses implement :meth:`_handle`, which must deal with every failure of its own items: an exception
-    escaping it would end the thread."""
+    escaping it would end the thread.
+
+    ``linger`` seconds: while items keep coming (the last batch was handled less than ``linger`` ago), a batch waits
+    that long after its first item for more (up to ``batch``); otherwise, and with 0, it takes only what is already
+    there. Like Nagle's algorithm: a lone item goes at once, and a steady stream trades at most ``linger`` of
+    latency for fewer, larger batches.
+    """
 
     thread_name = "batch-thread"
 
-    def __init__(self, *, max_pending: int, batch: int) -> None:
+    def __init__(self, *, max_pending: int, batch: int, linger: float = 0.0) -> None:
         self.max_pending = max_pending
         self.batch = batch
+        self.linger = linger
         self._lock = threading.Lock()
         self._queue: queue.Queue[T] = queue.Queue(max_pending)
         self._thread: threading.Thread | None = None
@@ -48,14 +57,19 @@ class BatchThread(Generic[T]):
 
     def _run(self) -> None:
         pending = self._queue
+        last = -math.inf
         while True:
             items = [pending.get()]
+            now = time.monotonic()
+            until = now + self.linger if now - last < self.linger else now
             while len(items) < self.batch:
+                wait = until - time.monotonic()
                 try:
-                    items.append(pending.get_nowait())
+                    items.append(pending.get(timeout=wait) if wait > 0 else pending.get_nowait())
                 except queue.Empty:
                     break
             self._handle(items)
+            last = time.monotonic()
 
     def _handle(self, items: list[T]) -> None:
         raise NotImplementedError
