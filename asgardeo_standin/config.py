@@ -58,10 +58,16 @@ class StandinConfig:
     id_token_ttl: int = 3600
     subject_claim: str = "id"
     lastmodified_filter: str = "honour"
+    # The pauses before each retry of a delivery answered 5xx or not answered at all. Deliveries go out one at a
+    # time, so at the default about 0.75 s pass per lost delivery: a test that lets hundreds fail while the
+    # subscriber is down sets these to 0 so they all fail within the outage, not minutes after it.
+    webhook_retry_backoff_s: tuple[float, ...] = (0.05, 0.2, 0.5)
 
     def __post_init__(self) -> None:
         if self.lastmodified_filter not in LASTMODIFIED_FILTER_MODES:
             raise ValueError(f"lastmodified_filter must be one of {sorted(LASTMODIFIED_FILTER_MODES)}")
+        if any(pause < 0 for pause in self.webhook_retry_backoff_s):
+            raise ValueError("webhook_retry_backoff_s must not be negative")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> StandinConfig:
@@ -93,6 +99,8 @@ class StandinConfig:
             if value not in LASTMODIFIED_FILTER_MODES:
                 raise ValueError(f"STANDIN_LASTMODIFIED_FILTER must be one of {sorted(LASTMODIFIED_FILTER_MODES)}")
             cfg.lastmodified_filter = value
+        if (pauses := listing("WEBHOOK_RETRY_BACKOFF_S")) is not None:
+            cfg.webhook_retry_backoff_s = tuple(float(pause) for pause in pauses)
         if (uris := listing("WEB_REDIRECT_URIS")) is not None:
             cfg.web_redirect_uris = uris
         if (uris := listing("WEB_POST_LOGOUT_REDIRECT_URIS")) is not None:

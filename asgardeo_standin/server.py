@@ -51,7 +51,7 @@ class Standin:
         self.directory = Directory()
         self.keys = KeyStore()
         self.limiter = RateLimiter(config.rate_limit_per_minute)
-        self.publisher = WebhookPublisher(config.org, config.chaos)
+        self.publisher = WebhookPublisher(config.org, config.chaos, retry_backoff=config.webhook_retry_backoff_s)
         self.directory.subscribe(self.publisher.on_change)
         self.directory_file = DirectoryFile(self.directory, config.state_file) if config.state_file else None
         self.provider = OidcProvider(config, self.directory, self.keys)

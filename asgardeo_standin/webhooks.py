@@ -57,8 +57,11 @@ class _Handshake:
 class WebhookPublisher:
     """Delivers directory changes to one subscriber; see the module docstring for the ledger."""
 
-    def __init__(self, org: str, chaos: ChaosConfig | None = None) -> None:
+    def __init__(
+        self, org: str, chaos: ChaosConfig | None = None, retry_backoff: tuple[float, ...] = RETRY_BACKOFF_S
+    ) -> None:
         self.org = org
+        self.retry_backoff = tuple(retry_backoff)
         self.root_url = ""
         self._cond = threading.Condition()
         self._intake: deque[_Event | _Handshake] = deque()
@@ -253,7 +256,7 @@ class WebhookPublisher:
         headers = {"Content-Type": "application/json"}
         if secret:
             headers["X-Hub-Signature"] = sign(event.body, secret)
-        for attempt in range(len(RETRY_BACKOFF_S) + 1):
+        for attempt in range(len(self.retry_backoff) + 1):
             try:
                 response = session.post(url, data=event.body, headers=headers, timeout=TIMEOUT_S)
                 status = response.status_code
@@ -263,11 +266,11 @@ class WebhookPublisher:
                 with self._cond:
                     self._counts["delivered"] += 1
                 return
-            if status < 500 or attempt == len(RETRY_BACKOFF_S):
+            if status < 500 or attempt == len(self.retry_backoff):
                 break
             with self._cond:
                 self._counts["retries"] += 1
-            time.sleep(RETRY_BACKOFF_S[attempt])
+            time.sleep(self.retry_backoff[attempt])
         log.info("webhook delivery failed", extra={"jti": event.jti, "status": status})
         with self._cond:
             self._counts["failed"] += 1

@@ -443,6 +443,44 @@ def soak_rows() -> list[Row]:
     ]
 
 
+def catchup_rows() -> list[Row]:
+    """Per case of bench.catchup: the catch-up's users repaired per second beside a full run's users listed per
+    second over the same directory, and the time to 0 differences after the outage (target: five minutes)."""
+    data = _read("catchup.json")
+    if not data:
+        return []
+    args = data["args"]
+    span = f"{args['outage_seconds']:.0f}-s outage, {args['changes']} changes, {args['users']} users"
+    rows: list[Row] = []
+    for case in data["cases"]:
+        label = {"honour": "filter honoured", "refuse": "filter refused: a full run"}.get(case["mode"], case["mode"])
+        up, full = case["catch_up"], case["baseline_full_run"]
+        rate, base = up["repaired_per_second"] or 0.0, full["users_per_second"] or 0.0
+        rows.append(
+            Row(
+                f"catch-up ({label}): users repaired per second ({span})",
+                f"{rate:.0f}/s ({up['repaired']} in {up['seconds']:.2f} s)",
+                f"full run over the same directory {base:.0f} users listed/s",
+                _ratio(rate, base),
+                "n/a",
+                "n/a",
+            )
+        )
+        zero = case["zero_differences_after_s"]
+        rows.append(
+            Row(
+                f"catch-up ({label}): time from the restart to 0 differences ({span})",
+                f"{zero:.0f} s" if zero is not None else "not reached",
+                f"only deletions left after {case['only_deletions_left_after_s']} s; "
+                f"{case['differences_after_outage']} differences at the restart",
+                "n/a",
+                "<= 300 s, 0 x 429",
+                _met(zero is not None and zero <= 300 and case["rate_limited_429"] == 0),
+            )
+        )
+    return rows
+
+
 SECTIONS: list[Callable[[], list[Row]]] = [
     intake_rows,
     e2e_rows,
@@ -453,6 +491,7 @@ SECTIONS: list[Callable[[], list[Row]]] = [
     reconcile_rows,
     load_rows,
     soak_rows,
+    catchup_rows,
 ]
 
 

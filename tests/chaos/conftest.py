@@ -8,13 +8,20 @@ real HTTP, Redis and Postgres.
 
 from __future__ import annotations
 
+import random
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+import psycopg
 import pytest
-from sqlalchemy import func, select
+from psycopg import sql
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
 
 from localrun.embedded import free_port
 from tests.chaos.faulty_front import FaultyFront
@@ -26,30 +33,44 @@ DONE = ("applied", "ignored")
 
 # --- what the service holds ----------------------------------------------------------------------------------------
 
+_engines: dict[str, Engine] = {}
 
-def inbox_counts() -> dict[str, int]:
-    from models.db import unit_of_work
+
+@contextmanager
+def reading(database_url: str | None = None) -> Iterator[Session]:
+    """A transaction on the run's database, or on a pipeline's own (``make_pipeline(own_database=True)``)."""
+    from models.db import make_engine, unit_of_work
+
+    if database_url is None:
+        with unit_of_work() as session:
+            yield session
+        return
+    if database_url not in _engines:
+        _engines[database_url] = make_engine(database_url, pool_size=2)
+    with Session(_engines[database_url]) as session, session.begin():
+        yield session
+
+
+def inbox_counts(database_url: str | None = None) -> dict[str, int]:
     from models.tables import WebhookEvent
 
-    with unit_of_work() as session:
+    with reading(database_url) as session:
         rows = session.execute(select(WebhookEvent.status, func.count()).group_by(WebhookEvent.status)).all()
     return {status: int(count) for status, count in rows}
 
 
-def running_user_syncs() -> int:
-    from models.db import unit_of_work
+def running_user_syncs(database_url: str | None = None) -> int:
     from models.tables import SyncRun
 
-    with unit_of_work() as session:
+    with reading(database_url) as session:
         query = select(func.count()).select_from(SyncRun).where(SyncRun.kind == "user", SyncRun.status == "running")
         return int(session.execute(query).scalar_one())
 
 
-def local_users() -> dict[str, dict[str, Any]]:
-    from models.db import unit_of_work
+def local_users(database_url: str | None = None) -> dict[str, dict[str, Any]]:
     from models.tables import User
 
-    with unit_of_work() as session:
+    with reading(database_url) as session:
         return {
             u.asgardeo_id: {
                 "username": u.username,
@@ -93,13 +114,14 @@ def expected_users(dump: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], set
     return expected, set(dump["deleted"])
 
 
-def mismatches(dump: dict[str, Any]) -> list[str]:
-    """Every difference between the users table and the directory, field by field, one line each.
+def mismatches(dump: dict[str, Any], database_url: str | None = None) -> list[str]:
+    """Every difference between the users table (of the run's database, or ``database_url``) and the directory,
+    field by field, one line each.
 
     A user deleted in the directory must be a ``deleted`` tombstone locally, or absent (never seen alive).
     """
     expected, deleted = expected_users(dump)
-    local = local_users()
+    local = local_users(database_url)
     found: list[str] = []
     for asgardeo_id, want in expected.items():
         have = local.get(asgardeo_id)
@@ -132,6 +154,42 @@ def duplicate_usernames() -> list[str]:
         return [str(name) for name in rows]
 
 
+# --- what the directory does ------------------------------------------------------------------------------------
+
+# Updates, disables, deletions (and some enables and locks so the mix stays realistic); deletions stay under the
+# deactivation guard's share a test sets, as in a real day.
+WEIGHTS = {"update": 60, "disable": 20, "enable": 8, "lock": 8, "delete": 4}
+
+
+def random_changes(directory: Any, rng: random.Random, count: int, first: int = 0) -> dict[str, int]:
+    """``count`` random changes at a stand-in's directory, drawn from ``rng`` in the mix of :data:`WEIGHTS` (numbered
+    from ``first``, so values stay unique across batches); the kinds made."""
+    live = [u.id for u in directory.all_users()]
+    done = dict.fromkeys(WEIGHTS, 0)
+    kinds, weights = list(WEIGHTS), list(WEIGHTS.values())
+    for i in range(first, first + count):
+        kind = rng.choices(kinds, weights)[0]
+        target = rng.choice(live)
+        if kind == "update":
+            field_name = rng.choice(("given_name", "family_name", "email", "groups"))
+            value: Any = {
+                "given_name": f"Given{i}",
+                "family_name": f"Family{i}",
+                "email": f"outage{i:05d}@example.com",
+                "groups": rng.sample(("Employees", "Sales", "HR", "Finance"), rng.randint(0, 2)),
+            }[field_name]
+            directory.update_profile(target, {field_name: value})
+        elif kind == "delete":
+            directory.delete_user(target)
+            live.remove(target)
+        elif kind == "lock":
+            directory.set_locked(target, True)
+        else:
+            directory.set_disabled(target, kind == "disable")
+        done[kind] += 1
+    return done
+
+
 # --- the pipeline --------------------------------------------------------------------------------------------------
 
 
@@ -146,6 +204,8 @@ class Pipeline:
     web_url: str = ""
     front: FaultyFront | None = None
     processes: list[ProcfileProcess] = field(default_factory=list)
+    # None: the run's database; else the pipeline's own (its processes' DATABASE_URL), for pipelines run side by side.
+    database_url: str | None = None
 
     @property
     def hook_url(self) -> str:
@@ -182,10 +242,10 @@ class Pipeline:
         worker held stays there until the visibility timeout; the relay covers its events)."""
         if self.admin.webhook_status()["pending"]:
             return False
-        counts = inbox_counts()
+        counts = inbox_counts(self.database_url)
         if counts.get("received") or counts.get("queued"):
             return False
-        return self.broker.backlog(include_unacked) == 0 and running_user_syncs() == 0
+        return self.broker.backlog(include_unacked) == 0 and running_user_syncs(self.database_url) == 0
 
     def drain(self, timeout: float = 90.0, relay_every: float | None = None, include_unacked: bool = True) -> None:
         """Wait until :meth:`settled` holds twice in a row, half a second apart (a coalesced refresh lands late).
@@ -205,16 +265,33 @@ class Pipeline:
                     return
             time.sleep(0.2)
         raise AssertionError(
-            f"the pipeline did not drain in {timeout:.0f}s: inbox {inbox_counts()}, backlog {self.broker.backlog()}, "
-            f"running user syncs {running_user_syncs()}, stand-in {self.admin.webhook_status()}"
+            f"the pipeline did not drain in {timeout:.0f}s: inbox {inbox_counts(self.database_url)}, "
+            f"backlog {self.broker.backlog()}, running user syncs {running_user_syncs(self.database_url)}, "
+            f"stand-in {self.admin.webhook_status()}"
         )
+
+    def recorded(self, name: str) -> dict[str, Any] | None:
+        """A value the pipeline's processes keep in Redis under their own key prefix (a sync's outcome, say)."""
+        from tasks.redis_client import get_redis
+
+        raw = get_redis().get(self.env["REDIS_KEY_PREFIX"] + name)
+        return dict(orjson.loads(raw)) if raw else None
+
+    def differences(self) -> list[str]:
+        """:func:`mismatches` between this pipeline's table and its stand-in's directory."""
+        return mismatches(self.admin.dump(), self.database_url)
 
     def reconcile(self, **kwargs: Any) -> Any:
         """One full reconciliation against this stand-in, in the test process (``reconcile_all``)."""
         from tasks.reconcile import reconcile_all
         from tests.integration.sync_support import client_for, start_run
 
+        assert self.database_url is None, "the test process writes the run's database: use reconcile_on_worker"
         return reconcile_all(start_run("chaos"), client=client_for(self.standin, **kwargs))
+
+    def reconcile_on_worker(self, timeout: float = 120.0) -> dict[str, Any]:
+        """One full reconciliation run by the pipeline's worker (``reconcile.run``), inside its rate budget."""
+        return dict(self.broker.send("reconcile.run", kwargs={"trigger": "chaos"}).get(timeout=timeout))
 
     def metrics(self) -> dict[str, float]:
         return self.broker.metrics()
@@ -224,25 +301,63 @@ class Pipeline:
             process.close()
 
 
+def _libpq(database_url: str) -> str:
+    return database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def create_database() -> str:
+    """A fresh database beside the run's, migrated; its SQLAlchemy URL. Pipelines that run side by side need one
+    each: they would otherwise share the inbox (the catch-up's starting point), the run lock and the users."""
+    from models import migrate
+    from models.settings import get_settings
+
+    run_url = get_settings().database_url
+    name = f"{run_url.rpartition('/')[2]}_p{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(_libpq(run_url), autocommit=True, connect_timeout=5) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = f"{run_url.rpartition('/')[0]}/{name}"
+    migrate.upgrade(url)
+    return url
+
+
+def drop_database(database_url: str) -> None:
+    engine = _engines.pop(database_url, None)
+    if engine is not None:
+        engine.dispose()
+    from models.settings import get_settings
+
+    name = database_url.rpartition("/")[2]
+    with psycopg.connect(_libpq(get_settings().database_url), autocommit=True, connect_timeout=5) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
 @pytest.fixture
 def make_pipeline(clean_db: None, clean_redis: None) -> Iterator[Callable[..., Pipeline]]:
-    """``make_pipeline(web=True, worker=True, standin_overrides={}, **env)``: a private stand-in and, on a fresh key
-    prefix, gunicorn and a Celery worker from the Procfile pointed at it. Everything stops after the test."""
+    """``make_pipeline(web=True, worker=True, own_database=False, standin_overrides={}, **env)``: a private stand-in
+    and, on a fresh key prefix (and with ``own_database`` a database of its own), gunicorn and a Celery worker from
+    the Procfile pointed at it. Everything stops (and an own database is dropped) after the test."""
     from asgardeo_standin.client import StandinAdmin
     from asgardeo_standin.server import start_in_thread
 
     built: list[Pipeline] = []
     handles: list[Any] = []
     fronts: list[FaultyFront] = []
+    databases: list[str] = []
 
     def build(
         *,
         web: bool = True,
         worker: bool = True,
         front: bool = False,
+        own_database: bool = False,
         standin_overrides: dict[str, Any] | None = None,
         **env: str,
     ) -> Pipeline:
+        database_url = None
+        if own_database:
+            database_url = create_database()
+            databases.append(database_url)
+            env = {"DATABASE_URL": database_url, **env}
         handle = start_in_thread(STACK.standin_config(port=0, **(standin_overrides or {})))
         handles.append(handle)
         faulty = FaultyFront(handle.root_url, "/t/test").start() if front else None
@@ -257,7 +372,11 @@ def make_pipeline(clean_db: None, clean_redis: None) -> Iterator[Callable[..., P
         }
         environment = isolated_env(None, **{**defaults, **env})
         pipeline = Pipeline(
-            standin=handle, admin=StandinAdmin(handle.root_url), env=environment, broker=Broker(environment)
+            standin=handle,
+            admin=StandinAdmin(handle.root_url),
+            env=environment,
+            broker=Broker(environment),
+            database_url=database_url,
         )
         pipeline.front = faulty
         built.append(pipeline)
@@ -278,3 +397,5 @@ def make_pipeline(clean_db: None, clean_redis: None) -> Iterator[Callable[..., P
             faulty.stop()
         for handle in handles:
             handle.stop()
+        for database_url in databases:
+            drop_database(database_url)
