@@ -1,8 +1,8 @@
 """A bounded queue drained in batches by one thread per process, started on first use.
 
-The web tier has two: the inbox writer (group commit) and the background publisher. Both must start their thread
-lazily in the process that uses it: gunicorn forks its workers, and a thread (or a pooled connection) does not
-survive a fork, so a forked child starts with an empty queue and its own thread.
+Each web app has two (:class:`web.intake.Intake`): the inbox writer (group commit) and the background publisher.
+Both must start their thread lazily in the process that uses it: gunicorn forks its workers, and a thread (or a
+pooled connection) does not survive a fork, so a forked child starts with an empty queue and its own thread.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Group commit for the webhook inbox: one thread per process stores many deliveries in one transaction.
+"""Group commit for the webhook inbox: one thread per app (one app per web process) stores many deliveries in one
+transaction.
 
 Alone, each delivery costs Postgres a checkout ping, BEGIN, INSERT and COMMIT (a WAL flush): round trips that were
 most of a request's time under load. Request threads hand their delivery to :meth:`InboxWriter.insert` and wait;
@@ -51,7 +52,7 @@ class _Pending:
 
 
 class InboxWriter(BatchThread[_Pending]):
-    """Stores deliveries for the request threads of one process, many per commit."""
+    """Stores deliveries for the request threads of one app, many per commit (made by :class:`web.intake.Intake`)."""
 
     thread_name = "inbox-writer"
 
