@@ -244,7 +244,11 @@ def test_directory_changes_during_a_concurrent_listing_never_cost_a_present_user
     users = local_users()
     assert outcome.status == "succeeded"
     assert state["done"]
-    assert all(users[aid].status == "active" for aid in present)
+    # The newcomer is listed or not depending on whether its page was served before it was created (pages are in
+    # flight together); the next run, or its webhook, brings it. Everyone else present must be there and active.
+    newcomers = present - set(ids)
+    assert all(users[aid].status == "active" for aid in present - newcomers)
+    assert all(users[aid].status == "active" for aid in newcomers if aid in users)
     assert users[late_removed].status in ("active", "deleted")  # listed before its removal, or confirmed gone
     reconcile(directory, max_deactivate_share=1.0)
     final = local_users()
