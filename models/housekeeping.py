@@ -148,7 +148,7 @@ class Report:
     batches: int = 0
     seconds: float = 0.0
     error: str | None = None
-    # Tables whose statistics this run refreshed (see ANALYZED_TABLES).
+    # Tables whose statistics the task refreshed after the run (see refresh_statistics).
     analyzed: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -190,7 +190,6 @@ def housekeep(
                 if not _drain(conn, rule, keep_seconds, batch_size, deadline, rest, report):
                     report.status = "partial"
                     break
-            report.analyzed = refresh_statistics(conn)
         finally:
             conn.execute(text("RESET lock_timeout"))
             conn.execute(text("RESET statement_timeout"))
@@ -198,21 +197,24 @@ def housekeep(
     return report
 
 
-def refresh_statistics(conn: Connection) -> list[str]:
+def refresh_statistics(engine: Engine) -> list[str]:
     """``ANALYZE`` each of :data:`ANALYZED_TABLES` that changed by more than 50 rows plus a tenth of its size since
     its statistics were last taken (autovacuum's default rule), so it costs nothing where autovacuum keeps up. An
     ``ANALYZE`` reads a sample, not the table, and takes no lock that blocks reads or writes; it also makes every
-    connection re-plan its cached statements on that table. Returns the tables analysed."""
-    stale = conn.execute(
-        text(
-            "SELECT relname FROM pg_stat_user_tables WHERE schemaname = current_schema()"
-            " AND relname = ANY(:names) AND n_mod_since_analyze > 50 + 0.1 * n_live_tup ORDER BY relname"
-        ),
-        {"names": list(ANALYZED_TABLES)},
-    ).scalars()
-    analyzed = [name for name in stale if name in ANALYZED_TABLES]
-    for name in analyzed:
-        conn.execute(text(f'ANALYZE "{name}"'))  # a name from ANALYZED_TABLES, never from input
+    connection re-plan its cached statements on that table. The housekeeping task runs it after the retention run,
+    not between its batches. Returns the tables analysed."""
+    with engine.connect() as raw:
+        conn = raw.execution_options(isolation_level="AUTOCOMMIT")
+        stale = conn.execute(
+            text(
+                "SELECT relname FROM pg_stat_user_tables WHERE schemaname = current_schema()"
+                " AND relname = ANY(:names) AND n_mod_since_analyze > 50 + 0.1 * n_live_tup ORDER BY relname"
+            ),
+            {"names": list(ANALYZED_TABLES)},
+        ).scalars()
+        analyzed = [name for name in stale if name in ANALYZED_TABLES]
+        for name in analyzed:
+            conn.execute(text(f'ANALYZE "{name}"'))  # a name from ANALYZED_TABLES, never from input
     return analyzed
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import redis
 
 from models.db import get_engine
-from models.housekeeping import Report, Retention, housekeep
+from models.housekeeping import Report, Retention, housekeep, refresh_statistics
 from models.settings import get_settings
 from tasks import metrics
 from tasks.app import app
@@ -40,6 +40,8 @@ def run(self: Any) -> dict[str, Any]:
         batch_size=settings.housekeeping_batch_size,
         max_seconds=settings.housekeeping_max_seconds,
     )
+    if report.status != "refused":
+        report.analyzed = refresh_statistics(get_engine())
     outcome = report.as_dict()
     metrics.inc("housekeeping_runs", status=report.status)
     if report.status == "refused":
