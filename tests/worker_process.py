@@ -230,6 +230,14 @@ class Broker:
         unacked = int(self.redis.hlen(f"{self.prefix}unacked"))
         return waiting + unacked
 
+    def depths(self) -> dict[str, int]:
+        """Each non-empty queue's depth, unacknowledged messages included, for a failure message to name."""
+        if self.on_rabbitmq:
+            return {name: total for name, (total, _) in rabbitmq.queue_depths(self.broker_url).items() if total}
+        names = [*(f"{self.prefix}{queue}" for queue in QUEUES), f"{self.prefix}unacked"]
+        lengths = [int(self.redis.hlen(n)) if n.endswith("unacked") else int(self.redis.llen(n)) for n in names]
+        return {name: length for name, length in zip(names, lengths, strict=True) if length}
+
     def metrics(self) -> dict[str, float]:
         """The processes' Redis-backed counters (``tasks.metrics``), as ``{field: value}``."""
         raw: dict[bytes, bytes] = self.redis.hgetall(f"{self.prefix}metrics")  # type: ignore[assignment]

@@ -266,7 +266,8 @@ class Pipeline:
             time.sleep(0.2)
         raise AssertionError(
             f"the pipeline did not drain in {timeout:.0f}s: inbox {inbox_counts(self.database_url)}, "
-            f"backlog {self.broker.backlog()}, running user syncs {running_user_syncs(self.database_url)}, "
+            f"backlog {self.broker.backlog()} {self.broker.depths()}, "
+            f"running user syncs {running_user_syncs(self.database_url)}, "
             f"stand-in {self.admin.webhook_status()}"
         )
 
