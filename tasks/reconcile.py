@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy import Connection, func, select, text
+from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -45,6 +45,7 @@ from celeryconfig import RECONCILE_HARD_LIMIT, RECONCILE_SOFT_LIMIT
 from models import directory_roles
 from models.db import get_engine, unit_of_work
 from models.guard_review import open_review
+from models.housekeeping import analyze_table, planned_rows
 from models.runs import (
     INCREMENTAL_LOCK_KEY,
     Counters,
@@ -59,8 +60,7 @@ from models.runs import (
     start_full_run,
 )
 from models.settings import get_settings
-from models.tables import User
-from models.users import Change, retire_absent, upsert_users
+from models.users import Change, count_not_deleted, retire_absent, unseen_by_run, upsert_users
 from tasks.app import app
 from tasks.arguments import positive_id
 from tasks.config_warnings import DIRECTORY_UNUSABLE, LAST_ADMIN_KEPT, record_warning
@@ -341,9 +341,7 @@ class _Planner:
     """
 
     def __init__(self) -> None:
-        with get_engine().connect() as conn:
-            counted = conn.execute(text("SELECT reltuples FROM pg_class WHERE oid = 'users'::regclass")).scalar()
-        self.counted = max(int(counted or 0), 0)
+        self.counted = planned_rows(get_engine(), "users")
         self.created = 0
         self._running: threading.Thread | None = None
 
@@ -366,8 +364,7 @@ class _Planner:
     def _analyze(rows: int) -> None:
         started = time.monotonic()
         try:
-            with get_engine().begin() as conn:
-                conn.execute(text("ANALYZE users"))
+            analyze_table(get_engine(), "users")
         except SQLAlchemyError as exc:  # only a planner hint: the run goes on with the old statistics
             log.warning("users not re-analyzed", extra={"error": type(exc).__name__})
             return
@@ -427,26 +424,14 @@ class _Retirement:
 def _retire_missing(scim: ScimClient, run_id: int, counters: Counters, report: Progress, share: float) -> _Retirement:
     """Confirm unseen users one by one; retire the really-gone unless the guard trips."""
     with unit_of_work() as session:
-        population = session.execute(select(func.count()).where(User.status != "deleted")).scalar_one()
+        population = count_not_deleted(session)
     allowed = math.floor(share * population)
     gone: list[tuple[str, int]] = []
     unconfirmed: list[str] = []
     after_id = 0
     while True:
         with unit_of_work() as session:
-            batch = session.execute(
-                select(User.id, User.asgardeo_id)
-                .where(
-                    # Inactive users too: one deleted at the directory (its event lost) must become a tombstone.
-                    User.status != "deleted",
-                    User.last_seen_run_id.is_distinct_from(run_id),
-                    User.id > after_id,
-                    # Only a login ever described this row (see models.identity): no directory vouched for it.
-                    User.source_version > 0,
-                )
-                .order_by(User.id)
-                .limit(CONFIRM_BATCH)
-            ).all()
+            batch = unseen_by_run(session, run_id, after_id=after_id, limit=CONFIRM_BATCH)
         if not batch:
             break
         for user_id, asgardeo_id in batch:
