@@ -38,7 +38,8 @@ from models.users import upsert_users
 from tasks.app import app
 from tasks.errors import DirectoryError, FilterRefused
 from tasks.live import publish_encoded
-from tasks.reconcile import prefetched, reconcile_all
+from tasks.page_pipeline import prefetched
+from tasks.reconcile import reconcile_all
 from tasks.redis_client import get_redis, key
 from tasks.scim import ScimClient
 
