@@ -447,3 +447,15 @@ def unseen_by_run(session: Session, run_id: int, *, after_id: int, limit: int) -
         .limit(limit)
     ).all()
     return [(user_id, asgardeo_id) for user_id, asgardeo_id in rows]
+
+
+def least_recently_confirmed(session: Session, limit: int) -> list[tuple[str, str]]:
+    """``(asgardeo_id, username)`` of up to ``limit`` users a directory described and that are not deleted, those
+    confirmed longest ago (or never) first: repeated calls walk the whole table as confirmations move them back."""
+    rows = session.execute(
+        select(User.asgardeo_id, User.username)
+        .where(User.status != "deleted", User.source_version > 0)
+        .order_by(User.last_synced_at.asc().nulls_first(), User.id)
+        .limit(limit)
+    ).all()
+    return [(str(asgardeo_id), str(username)) for asgardeo_id, username in rows]
