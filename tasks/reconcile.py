@@ -85,10 +85,6 @@ class RunOutcome:
         return {"run_id": self.run_id, "status": self.status, "error": self.error, **self.counters.as_dict()}
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def reconcile_all(
     run_id: int,
     *,
@@ -144,36 +140,15 @@ def reconcile_all(
         return RunOutcome(run_id, status, counters, error)
 
 
-def _finish(run_id: int, retirement: _Retirement, counters: Counters, share: float) -> tuple[str, str | None]:
-    """Close the run with the retirement's outcome: ``guarded`` opens the admin's review of what it would retire,
-    failed confirmations make it ``partial`` (naming the users); returns the status and the run's error."""
-    status, error = retirement.status, None
-    unconfirmed: list[str] | None = None
-    with unit_of_work() as session:
-        if status == "guarded":
-            # The admin's review (approve or dismiss on the run's page) starts from these candidates.
-            missed = open_review(
-                session,
-                run_id,
-                population=retirement.population,
-                allowed=retirement.allowed,
-                share=share,
-                confirmed_gone=retirement.confirmed_gone,
-            )
-            error = (
-                f"guard: the listing missed {missed} of {retirement.population} users and at least"
-                f" {retirement.confirmed_gone} are gone, more than RECONCILE_MAX_DEACTIVATE_SHARE allows"
-                f" ({retirement.allowed}); none were deactivated. Review the run to approve or dismiss."
-            )
-        elif retirement.unconfirmed:
-            unconfirmed = retirement.unconfirmed[:MAX_UNCONFIRMED_NAMED]
-            error = (
-                f"{len(retirement.unconfirmed)} unlisted user(s) could not be confirmed gone or present; kept as"
-                " they were (listed in unconfirmed)"
-            )
-            status = "partial"
-        finish_run(session, run_id, status, error=error, counters=counters, unconfirmed=unconfirmed)
-    return status, error
+def _list(scim: ScimClient, run_id: int, counters: Counters, report: Progress, role_map: dict[str, str] | None) -> None:
+    """Write the whole listing, page transactions running concurrently (see :func:`tasks.page_pipeline.write_listing`);
+    progress is reported from this (the task's) thread, once per page."""
+    write_listing(
+        scim.iter_listing(),
+        lambda listings, transaction: _write_pages(run_id, listings, role_map, transaction, scim),
+        counters,
+        lambda current: report("listing", current),
+    )
 
 
 def _write_pages(
@@ -229,17 +204,6 @@ def _repair_roles(session: Any, listings: list[Listing], run_id: int) -> list[Ch
     return changes
 
 
-def _list(scim: ScimClient, run_id: int, counters: Counters, report: Progress, role_map: dict[str, str] | None) -> None:
-    """Write the whole listing, page transactions running concurrently (see :func:`tasks.page_pipeline.write_listing`);
-    progress is reported from this (the task's) thread, once per page."""
-    write_listing(
-        scim.iter_listing(),
-        lambda listings, transaction: _write_pages(run_id, listings, role_map, transaction, scim),
-        counters,
-        lambda current: report("listing", current),
-    )
-
-
 @dataclass(frozen=True)
 class _Retirement:
     status: str
@@ -255,6 +219,23 @@ def _retire_missing(scim: ScimClient, run_id: int, counters: Counters, report: P
     with unit_of_work() as session:
         population = count_not_deleted(session)
     allowed = math.floor(share * population)
+    gone, unconfirmed = _confirm_missing(scim, run_id, counters, report, allowed)
+    if len(gone) > allowed:
+        log.warning(
+            "reconciliation guard tripped",
+            extra={"run_id": run_id, "gone_so_far": len(gone), "allowed": allowed},
+        )
+        return _Retirement("guarded", population, allowed, len(gone), unconfirmed)
+    _retire(gone, run_id, counters, report)
+    return _Retirement("succeeded", population, allowed, len(gone), unconfirmed)
+
+
+def _confirm_missing(
+    scim: ScimClient, run_id: int, counters: Counters, report: Progress, allowed: int
+) -> tuple[list[tuple[str, int]], list[str]]:
+    """Ask for every user the run did not see with a single GET: one that answers is upserted, a 404 is gone, a
+    failure leaves the user unconfirmed. Returns the gone (with the time they were asked for) and the unconfirmed;
+    stops as soon as more than ``allowed`` are gone."""
     gone: list[tuple[str, int]] = []
     unconfirmed: list[str] = []
     after_id = 0
@@ -262,7 +243,7 @@ def _retire_missing(scim: ScimClient, run_id: int, counters: Counters, report: P
         with unit_of_work() as session:
             batch = unseen_by_run(session, run_id, after_id=after_id, limit=CONFIRM_BATCH)
         if not batch:
-            break
+            return gone, unconfirmed
         for user_id, asgardeo_id in batch:
             after_id = user_id
             asked_ms = _now_ms()
@@ -271,11 +252,7 @@ def _retire_missing(scim: ScimClient, run_id: int, counters: Counters, report: P
             except UserGone:
                 gone.append((asgardeo_id, asked_ms))
                 if len(gone) > allowed:
-                    log.warning(
-                        "reconciliation guard tripped",
-                        extra={"run_id": run_id, "gone_so_far": len(gone), "allowed": allowed},
-                    )
-                    return _Retirement("guarded", population, allowed, len(gone), unconfirmed)
+                    return gone, unconfirmed
                 continue
             except (ValueError, DirectoryError) as exc:
                 # Not confirmed gone, so kept; the next run asks again.
@@ -296,6 +273,10 @@ def _retire_missing(scim: ScimClient, run_id: int, counters: Counters, report: P
         with unit_of_work() as session:
             record_progress(session, run_id, counters)
         report("confirming", counters)
+
+
+def _retire(gone: list[tuple[str, int]], run_id: int, counters: Counters, report: Progress) -> None:
+    """Make each confirmed-gone user a ``deleted`` tombstone, :data:`RETIRE_BATCH` to a transaction."""
     for start in range(0, len(gone), RETIRE_BATCH):
         changes: list[Change] = []
         with unit_of_work() as session:
@@ -307,7 +288,42 @@ def _retire_missing(scim: ScimClient, run_id: int, counters: Counters, report: P
             record_progress(session, run_id, counters)
         publish_changes(changes)
         report("deactivating", counters)
-    return _Retirement("succeeded", population, allowed, len(gone), unconfirmed)
+
+
+def _finish(run_id: int, retirement: _Retirement, counters: Counters, share: float) -> tuple[str, str | None]:
+    """Close the run with the retirement's outcome: ``guarded`` opens the admin's review of what it would retire,
+    failed confirmations make it ``partial`` (naming the users); returns the status and the run's error."""
+    status, error = retirement.status, None
+    unconfirmed: list[str] | None = None
+    with unit_of_work() as session:
+        if status == "guarded":
+            # The admin's review (approve or dismiss on the run's page) starts from these candidates.
+            missed = open_review(
+                session,
+                run_id,
+                population=retirement.population,
+                allowed=retirement.allowed,
+                share=share,
+                confirmed_gone=retirement.confirmed_gone,
+            )
+            error = (
+                f"guard: the listing missed {missed} of {retirement.population} users and at least"
+                f" {retirement.confirmed_gone} are gone, more than RECONCILE_MAX_DEACTIVATE_SHARE allows"
+                f" ({retirement.allowed}); none were deactivated. Review the run to approve or dismiss."
+            )
+        elif retirement.unconfirmed:
+            unconfirmed = retirement.unconfirmed[:MAX_UNCONFIRMED_NAMED]
+            error = (
+                f"{len(retirement.unconfirmed)} unlisted user(s) could not be confirmed gone or present; kept as"
+                " they were (listed in unconfirmed)"
+            )
+            status = "partial"
+        finish_run(session, run_id, status, error=error, counters=counters, unconfirmed=unconfirmed)
+    return status, error
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 @app.task(
