@@ -156,7 +156,7 @@ def user_stream() -> Response:
         )
     try:
         # Subscribe before reading the backlog, so nothing committed in between falls into a gap.
-        pubsub = get_redis().pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        pubsub = get_redis().pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call, unused-ignore]
         pubsub.subscribe(channel())
     except redis.RedisError as exc:
         slots.release()
