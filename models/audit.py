@@ -1,4 +1,5 @@
-"""Reading the audit trail: a user's history, and for each field the change that last set it.
+"""Reading the audit trail: a user's history, for each field the change that last set it, and whether a login was
+recorded.
 
 Functions take an open ``Session`` and never write.
 """
@@ -52,3 +53,15 @@ def user_runs(session: Session, asgardeo_id: str, *, limit: int) -> Sequence[Syn
         .scalars()
         .all()
     )
+
+
+def login_recorded(session: Session, user_id: int, session_id: int) -> bool:
+    """Whether the user's ``login`` audit row for the application session ``session_id`` exists."""
+    found = session.execute(
+        select(UserChange.id).where(
+            UserChange.user_id == user_id,
+            UserChange.action == "login",
+            UserChange.changes["session_id"].astext == str(session_id),
+        )
+    ).first()
+    return found is not None

@@ -1,5 +1,5 @@
-"""The figures the operators read: the sync-health page's (:func:`sync_health`) and the Prometheus scrape's
-(:func:`service_gauges`). Read-only queries; the caller owns the session."""
+"""The figures the operators read: the sync-health page's (:func:`sync_health`, :func:`confirmations`) and the
+Prometheus scrape's (:func:`service_gauges`). Read-only queries; the caller owns the session."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, or_, select, text
 from sqlalchemy.orm import Session
 
 from models.tables import EVENT_STATUSES, SyncRun, User, WebhookEvent
@@ -50,6 +50,28 @@ def sync_health(session: Session) -> SyncHealth:
         ),
         users={status: users.get(status, 0) for status in USER_STATUSES},
     )
+
+
+@dataclass(frozen=True)
+class Confirmations:
+    """When the users a directory described (not deleted) were last confirmed against it."""
+
+    oldest_confirmed_at: datetime | None
+    never_confirmed: int
+    # Never confirmed, or not since the ``since`` asked for.
+    unconfirmed_since: int
+
+
+def confirmations(session: Session, since: datetime) -> Confirmations:
+    """The oldest confirmation (``users.last_synced_at``) of a live user, how many were never confirmed, and how
+    many were not confirmed since ``since``."""
+    live = (User.status != "deleted", User.source_version > 0)
+    oldest = session.scalar(select(func.min(User.last_synced_at)).where(*live))
+    never = session.scalar(select(func.count()).where(*live, User.last_synced_at.is_(None))) or 0
+    stale = session.scalar(
+        select(func.count()).where(*live, or_(User.last_synced_at.is_(None), User.last_synced_at < since))
+    )
+    return Confirmations(oldest, int(never), int(stale or 0))
 
 
 # One round trip per scrape: the scrape interval is short and every web process may be scraped.

@@ -20,6 +20,9 @@ long as the batch took, so it never takes more than half of one Postgres backend
 One run at a time: :func:`housekeep` takes a session-level advisory lock without waiting (as the reconciliation
 does) and a second caller gets a ``refused`` report. Re-running is always safe; a run that reaches its time budget
 stops between batches and reports ``partial``, and the next one goes on.
+
+Planner statistics live here too: :func:`refresh_statistics` after a retention run, and :func:`planned_rows` with
+:func:`analyze_table` for a run that grows a table faster than anything else refreshes them.
 """
 
 from __future__ import annotations
@@ -216,6 +219,24 @@ def refresh_statistics(engine: Engine) -> list[str]:
         for name in analyzed:
             conn.execute(text(f'ANALYZE "{name}"'))  # a name from ANALYZED_TABLES, never from input
     return analyzed
+
+
+def planned_rows(engine: Engine, table: str) -> int:
+    """How many rows the planner last counted in ``table`` (``pg_class.reltuples``; 0 before its first count)."""
+    with engine.connect() as conn:
+        counted = conn.execute(
+            text("SELECT reltuples FROM pg_class WHERE oid = CAST(:table AS regclass)"), {"table": table}
+        ).scalar()
+    return max(int(counted or 0), 0)
+
+
+def analyze_table(engine: Engine, table: str) -> None:
+    """``ANALYZE`` one of :data:`ANALYZED_TABLES` now, in a transaction of its own, whatever changed (for a caller
+    that knows the table grew, see :func:`refresh_statistics` for what it costs). Raises what the database raises."""
+    if table not in ANALYZED_TABLES:
+        raise ValueError(f"{table!r} is not one of ANALYZED_TABLES")
+    with engine.begin() as conn:
+        conn.execute(text(f'ANALYZE "{table}"'))  # a name from ANALYZED_TABLES, never from input
 
 
 def _drain(

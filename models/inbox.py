@@ -324,6 +324,11 @@ def count_with_status(session: Session, status: str) -> int:
     return int(session.execute(select(func.count()).where(WebhookEvent.status == status)).scalar_one())
 
 
+def last_received_before(session: Session, instant: datetime) -> datetime | None:
+    """When the newest delivery accepted before ``instant`` was received (None when there is none)."""
+    return session.scalar(select(func.max(WebhookEvent.received_at)).where(WebhookEvent.received_at < instant))
+
+
 def event_types(session: Session) -> list[str]:
     """The event types the inbox holds, for the console's filter (a handful; the column is indexed)."""
     return list(session.execute(select(WebhookEvent.event_type).distinct().order_by(WebhookEvent.event_type)).scalars())

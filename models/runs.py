@@ -200,6 +200,13 @@ def get_run(session: Session, run_id: int) -> SyncRun | None:
     return session.get(SyncRun, run_id)
 
 
+def last_successful_full_run_start(session: Session) -> datetime | None:
+    """When the newest full run that succeeded started (None before the first)."""
+    return session.scalar(
+        select(func.max(SyncRun.started_at)).where(SyncRun.kind == "full", SyncRun.status == "succeeded")
+    )
+
+
 def list_runs(
     session: Session, *, limit: int, before_id: int | None = None, kind: str | None = None
 ) -> Sequence[SyncRun]:

@@ -22,7 +22,7 @@ from functools import cached_property
 from typing import Any
 
 import orjson
-from sqlalchemy import TextClause, select, text
+from sqlalchemy import TextClause, func, select, text
 from sqlalchemy.orm import Session
 
 from models.sessions import revoke_user_sessions
@@ -423,3 +423,39 @@ def get_by_asgardeo_id(session: Session, asgardeo_id: str) -> User | None:
 def has_active_admin(session: Session) -> bool:
     """Whether any active user holds the ``admin`` role (the bootstrap-admin rule applies only while none does)."""
     return session.scalar(select(User.id).where(User.role == "admin", User.status == "active").limit(1)) is not None
+
+
+def count_not_deleted(session: Session) -> int:
+    """Users not deleted (inactive ones too): the population a deactivation guard's share is taken of."""
+    return session.execute(select(func.count()).where(User.status != "deleted")).scalar_one()
+
+
+def unseen_by_run(session: Session, run_id: int, *, after_id: int, limit: int) -> list[tuple[int, str]]:
+    """``(id, asgardeo_id)`` of up to ``limit`` users the run ``run_id`` did not stamp as seen, in id order after
+    ``after_id``: whom a full run must ask for one by one before it can call them gone."""
+    rows = session.execute(
+        select(User.id, User.asgardeo_id)
+        .where(
+            # Inactive users too: one deleted at the directory (its event lost) must become a tombstone.
+            User.status != "deleted",
+            User.last_seen_run_id.is_distinct_from(run_id),
+            User.id > after_id,
+            # Only a login ever described this row (see models.identity): no directory vouched for it.
+            User.source_version > 0,
+        )
+        .order_by(User.id)
+        .limit(limit)
+    ).all()
+    return [(user_id, asgardeo_id) for user_id, asgardeo_id in rows]
+
+
+def least_recently_confirmed(session: Session, limit: int) -> list[tuple[str, str]]:
+    """``(asgardeo_id, username)`` of up to ``limit`` users a directory described and that are not deleted, those
+    confirmed longest ago (or never) first: repeated calls walk the whole table as confirmations move them back."""
+    rows = session.execute(
+        select(User.asgardeo_id, User.username)
+        .where(User.status != "deleted", User.source_version > 0)
+        .order_by(User.last_synced_at.asc().nulls_first(), User.id)
+        .limit(limit)
+    ).all()
+    return [(str(asgardeo_id), str(username)) for asgardeo_id, username in rows]

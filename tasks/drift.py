@@ -27,12 +27,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import func, select
 
 from models.db import unit_of_work
 from models.settings import get_settings
-from models.tables import User
-from models.users import retire_absent, upsert_users
+from models.users import count_not_deleted, least_recently_confirmed, retire_absent, upsert_users
 from tasks import metrics
 from tasks.app import app
 from tasks.errors import DirectoryError, UserGone
@@ -67,13 +65,7 @@ class DriftCheck:
 
 def _sample(size: int) -> list[tuple[str, str]]:
     with unit_of_work() as session:
-        rows = session.execute(
-            select(User.asgardeo_id, User.username)
-            .where(User.status != "deleted", User.source_version > 0)
-            .order_by(User.last_synced_at.asc().nulls_first(), User.id)
-            .limit(size)
-        ).all()
-    return [(str(asgardeo_id), str(username)) for asgardeo_id, username in rows]
+        return least_recently_confirmed(session, size)
 
 
 def _confirmed_gone(scim: ScimClient, asgardeo_id: str, username: str) -> bool:
@@ -123,7 +115,7 @@ def check_drift(size: int, *, client: ScimClient | None = None) -> DriftCheck:
     scim = client or ScimClient()
     role_map = get_settings().group_roles or None
     with unit_of_work() as session:
-        population = session.execute(select(func.count()).where(User.status != "deleted")).scalar_one()
+        population = count_not_deleted(session)
     allowed = math.floor(get_settings().reconcile_max_deactivate_share * population)
     oldest_ms: int | None = None
     for asgardeo_id, username in sample:

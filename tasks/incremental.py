@@ -27,18 +27,24 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import func, select
 
 from celeryconfig import RECONCILE_HARD_LIMIT, RECONCILE_SOFT_LIMIT
 from models.db import get_engine, unit_of_work
-from models.runs import INCREMENTAL_LOCK_KEY, RunInProgress, hold_run_lock, start_full_run
+from models.inbox import last_received_before
+from models.runs import (
+    INCREMENTAL_LOCK_KEY,
+    RunInProgress,
+    hold_run_lock,
+    last_successful_full_run_start,
+    start_full_run,
+)
 from models.settings import get_settings
-from models.tables import SyncRun, WebhookEvent
 from models.users import upsert_users
 from tasks.app import app
 from tasks.errors import DirectoryError, FilterRefused
 from tasks.live import publish_encoded
-from tasks.reconcile import prefetched, reconcile_all
+from tasks.page_pipeline import prefetched
+from tasks.reconcile import reconcile_all
 from tasks.redis_client import get_redis, key
 from tasks.scim import ScimClient
 
@@ -190,12 +196,10 @@ def catch_up_point(web_started_ms: int) -> tuple[str, int] | None:
     successful full run's start; None when the service has never been in sync (the first full run does it all)."""
     started = datetime.fromtimestamp(web_started_ms / 1000, UTC)
     with unit_of_work() as session:
-        delivered = session.scalar(select(func.max(WebhookEvent.received_at)).where(WebhookEvent.received_at < started))
+        delivered = last_received_before(session, started)
         if delivered is not None:
             return "last_delivery", int(delivered.timestamp() * 1000)
-        synced = session.scalar(
-            select(func.max(SyncRun.started_at)).where(SyncRun.kind == "full", SyncRun.status == "succeeded")
-        )
+        synced = last_successful_full_run_start(session)
     return ("last_full_run", int(synced.timestamp() * 1000)) if synced is not None else None
 
 

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from models.audit import login_recorded
 from models.db import unit_of_work
 from models.identity import is_provisional, link_to_directory
 from models.settings import get_settings
-from models.tables import User, UserChange
+from models.tables import User
 from models.users import record_change, upsert_users
 from tasks.app import app
 from tasks.arguments import positive_id
@@ -46,14 +46,7 @@ def record_login(session: Session, user_id: int, session_id: int) -> str | None:
     user = session.get(User, user_id)
     if user is None:
         return None
-    already = session.execute(
-        select(UserChange.id).where(
-            UserChange.user_id == user_id,
-            UserChange.action == "login",
-            UserChange.changes["session_id"].astext == str(session_id),
-        )
-    ).first()
-    if already is None:
+    if not login_recorded(session, user_id, session_id):
         record_change(session, user, "login", {"session_id": session_id}, source="login", actor=user.email)
     return user.asgardeo_id
 

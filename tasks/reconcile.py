@@ -5,12 +5,11 @@
 
 1. Take the run lock without waiting (:func:`models.runs.hold_run_lock`); a second run is refused.
 2. Stream the listing (``SCIM_LIST_CONCURRENCY`` page requests in flight, each inside the rate budget, pages
-   taken in index order; fetched while earlier ones are written, never more than :data:`PREFETCH_PAGES` ahead, so
-   memory stays flat). The pages fetched by the time a writer is free (at most :data:`BATCH_PAGES`; one under the
-   rate limit) go into one short transaction: one :func:`models.users.upsert_users` statement, which keeps the
+   taken in index order) through :mod:`tasks.page_pipeline`, which fetches ahead while earlier pages are written
+   and re-analyzes ``users`` while a first sync grows it. The pages fetched by the time a writer is free (one under
+   the rate limit) go into one short transaction: one :func:`models.users.upsert_users` statement, which keeps the
    app's own fields, skips stale rows and stamps every seen user with the run id, plus the run row's counters.
-   Changes are published after each commit, one message per transaction. While a run grows the table (a first
-   sync), ``users`` is re-analyzed so the statement's plans fit its size.
+   Changes are published after each commit, one message per transaction.
 3. Only if the listing completed: every local user (not deleted) the listing did not show is asked for with a single GET
    (index paging shifts when users are added or removed mid-run, so "not listed" does not yet mean "gone"). A user
    that answers is upserted; a 404 is really gone.
@@ -27,19 +26,12 @@ from __future__ import annotations
 
 import logging
 import math
-import queue
-import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy import Connection, func, select, text
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
 from celeryconfig import RECONCILE_HARD_LIMIT, RECONCILE_SOFT_LIMIT
 from models import directory_roles
@@ -59,33 +51,22 @@ from models.runs import (
     start_full_run,
 )
 from models.settings import get_settings
-from models.tables import User
-from models.users import Change, retire_absent, upsert_users
+from models.users import Change, count_not_deleted, retire_absent, unseen_by_run, upsert_users
 from tasks.app import app
 from tasks.arguments import positive_id
 from tasks.config_warnings import DIRECTORY_UNUSABLE, LAST_ADMIN_KEPT, record_warning
 from tasks.errors import DirectoryError, DirectoryUnavailable, UserGone
 from tasks.live import publish_changes, publish_encoded
+from tasks.page_pipeline import Transaction, write_listing
 from tasks.scim import Listing, ScimClient, valid_id
 
 log = logging.getLogger(__name__)
 
-PREFETCH_PAGES = 4
-# Pages already fetched when a writer is free go into one transaction, up to this many (fewer commits, lock and run
-# row updates per user). Under the rate limit pages arrive one at a time, so each transaction holds one page.
-BATCH_PAGES = 4
-# Concurrent page transactions: Postgres works on one while Python parses and sends the next.
-PAGE_WRITERS = 3
 CONFIRM_BATCH = 500
 # A partial run names at most this many unconfirmed users on its row (the count is in its error).
 MAX_UNCONFIRMED_NAMED = 1000
 RETIRE_BATCH = 200
 SOURCE = "reconcile"
-# Re-ANALYZE ``users`` whenever this run has grown it past twice what the planner last counted (and by at least this
-# many rows). Without it a first sync into an empty table runs on plans made for an empty table: the upsert's join
-# and the audit rows' foreign-key checks (cached per connection) scan the whole table for every page, so the run
-# slows down quadratically (measured: 100,000 users, Postgres CPU 10-28 s instead of about 4 s).
-ANALYZE_MIN_GROWTH = 5_000
 # A full run that finds an incremental sync holding the run lock waits this long for it (they take seconds to a few
 # minutes), rather than being refused for the night.
 INCREMENTAL_WAIT_SECONDS = 600.0
@@ -102,70 +83,6 @@ class RunOutcome:
 
     def as_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "status": self.status, "error": self.error, **self.counters.as_dict()}
-
-
-class _End:
-    pass
-
-
-class _Failed:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-def prefetched(pages: Iterator[Listing], depth: int = PREFETCH_PAGES, batch: int = 1) -> Iterator[list[Listing]]:
-    """Iterate ``pages`` with up to ``depth`` fetched ahead by a helper thread, in lists of the pages already there
-    (at least one, at most ``batch``); errors surface in order, after the pages fetched before them."""
-    slots: queue.Queue[Listing | _End | _Failed] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: Listing | _End | _Failed) -> bool:
-        while not stop.is_set():
-            try:
-                slots.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for page in pages:
-                if not put(page):
-                    return
-            put(_End())
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            put(_Failed(exc))
-
-    worker = threading.Thread(target=produce, name="scim-prefetch", daemon=True)
-    worker.start()
-    try:
-        last: _End | _Failed | None = None
-        while last is None:
-            taken: list[Listing] = []
-            item = slots.get()
-            while True:
-                if isinstance(item, _End | _Failed):
-                    last = item
-                    break
-                taken.append(item)
-                if len(taken) >= batch:
-                    break
-                try:
-                    item = slots.get_nowait()
-                except queue.Empty:
-                    break
-            if taken:
-                yield taken
-        if isinstance(last, _Failed):
-            raise last.exc
-    finally:
-        stop.set()
-        worker.join(timeout=5)
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def reconcile_all(
@@ -223,69 +140,22 @@ def reconcile_all(
         return RunOutcome(run_id, status, counters, error)
 
 
-def _finish(run_id: int, retirement: _Retirement, counters: Counters, share: float) -> tuple[str, str | None]:
-    """Close the run with the retirement's outcome: ``guarded`` opens the admin's review of what it would retire,
-    failed confirmations make it ``partial`` (naming the users); returns the status and the run's error."""
-    status, error = retirement.status, None
-    unconfirmed: list[str] | None = None
-    with unit_of_work() as session:
-        if status == "guarded":
-            # The admin's review (approve or dismiss on the run's page) starts from these candidates.
-            missed = open_review(
-                session,
-                run_id,
-                population=retirement.population,
-                allowed=retirement.allowed,
-                share=share,
-                confirmed_gone=retirement.confirmed_gone,
-            )
-            error = (
-                f"guard: the listing missed {missed} of {retirement.population} users and at least"
-                f" {retirement.confirmed_gone} are gone, more than RECONCILE_MAX_DEACTIVATE_SHARE allows"
-                f" ({retirement.allowed}); none were deactivated. Review the run to approve or dismiss."
-            )
-        elif retirement.unconfirmed:
-            unconfirmed = retirement.unconfirmed[:MAX_UNCONFIRMED_NAMED]
-            error = (
-                f"{len(retirement.unconfirmed)} unlisted user(s) could not be confirmed gone or present; kept as"
-                " they were (listed in unconfirmed)"
-            )
-            status = "partial"
-        finish_run(session, run_id, status, error=error, counters=counters, unconfirmed=unconfirmed)
-    return status, error
-
-
-class _WriterConnections:
-    """One connection per writer thread for the whole listing. Checking one out per transaction costs a pre-ping
-    round trip each time (measured: about a tenth of a 100,000-user run on 2 cores)."""
-
-    def __init__(self) -> None:
-        self._local = threading.local()
-        self._opened: list[Connection] = []
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        connection: Connection | None = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = self._local.connection = get_engine().connect()
-            with self._lock:
-                self._opened.append(connection)
-        with Session(bind=connection, expire_on_commit=False) as session, session.begin():
-            yield session
-
-    def close(self) -> None:
-        with self._lock:
-            opened, self._opened = self._opened, []
-        for connection in opened:
-            connection.close()
+def _list(scim: ScimClient, run_id: int, counters: Counters, report: Progress, role_map: dict[str, str] | None) -> None:
+    """Write the whole listing, page transactions running concurrently (see :func:`tasks.page_pipeline.write_listing`);
+    progress is reported from this (the task's) thread, once per page."""
+    write_listing(
+        scim.iter_listing(),
+        lambda listings, transaction: _write_pages(run_id, listings, role_map, transaction, scim),
+        counters,
+        lambda current: report("listing", current),
+    )
 
 
 def _write_pages(
     run_id: int,
     listings: list[Listing],
     role_map: dict[str, str] | None,
-    connections: _WriterConnections,
+    transaction: Transaction,
     scim: ScimClient,
 ) -> list[Counters]:
     """Some pages in one short transaction: one upsert statement plus the run row's counters; publish after commit.
@@ -297,7 +167,7 @@ def _write_pages(
     deltas = [Counters(pages_done=1, total_results=p.total_results, seen=len(p.users), failed=p.invalid) for p in pages]
     records = [user for page in pages for user in page.users]
     deltas[-1].budget_waits, deltas[-1].budget_wait_ms = scim.take_budget_waits()
-    with connections.transaction() as session:
+    with transaction() as session:
         result = upsert_users(session, records, source=SOURCE, run_id=run_id, role_map=role_map)
         role_changes = _repair_roles(session, listings, run_id)
         # A user listed twice (paging shifted between two pages) is written once; the repeat counts as unchanged.
@@ -334,86 +204,6 @@ def _repair_roles(session: Any, listings: list[Listing], run_id: int) -> list[Ch
     return changes
 
 
-class _Planner:
-    """Keeps the planner's row count of ``users`` within a factor of two of the truth while a run inserts.
-
-    ``ANALYZE`` runs on its own thread (one at a time), so the page writers are not kept waiting for it.
-    """
-
-    def __init__(self) -> None:
-        with get_engine().connect() as conn:
-            counted = conn.execute(text("SELECT reltuples FROM pg_class WHERE oid = 'users'::regclass")).scalar()
-        self.counted = max(int(counted or 0), 0)
-        self.created = 0
-        self._running: threading.Thread | None = None
-
-    def grew(self, created: int) -> None:
-        self.created += created
-        if self.created < ANALYZE_MIN_GROWTH or self.counted + self.created < 2 * max(self.counted, 1):
-            return
-        if self._running is not None and self._running.is_alive():
-            return
-        self.counted += self.created
-        self.created = 0
-        self._running = threading.Thread(target=self._analyze, args=(self.counted,), name="reconcile-analyze")
-        self._running.start()
-
-    def wait(self) -> None:
-        if self._running is not None:
-            self._running.join()
-
-    @staticmethod
-    def _analyze(rows: int) -> None:
-        started = time.monotonic()
-        try:
-            with get_engine().begin() as conn:
-                conn.execute(text("ANALYZE users"))
-        except SQLAlchemyError as exc:  # only a planner hint: the run goes on with the old statistics
-            log.warning("users not re-analyzed", extra={"error": type(exc).__name__})
-            return
-        log.info("users re-analyzed", extra={"rows": rows, "seconds": round(time.monotonic() - started, 3)})
-
-
-def _list(scim: ScimClient, run_id: int, counters: Counters, report: Progress, role_map: dict[str, str] | None) -> None:
-    """Stream the listing into :data:`PAGE_WRITERS` concurrent page transactions.
-
-    Pages are disjoint, so their transactions do not contend except on the run row, which each updates last. At
-    most ``SCIM_LIST_CONCURRENCY + PREFETCH_PAGES + PAGE_WRITERS * BATCH_PAGES`` pages are in memory. Progress is
-    reported from this (the task's) thread, once per page.
-    """
-    inflight: set[Future[list[Counters]]] = set()
-    planner = _Planner()
-    connections = _WriterConnections()
-
-    def collect(block: bool) -> None:
-        done, _ = wait(inflight, return_when=FIRST_COMPLETED) if block else (set(inflight), None)
-        for future in [f for f in done if f.done()]:
-            inflight.discard(future)
-            for delta in future.result():
-                counters.add(delta)
-                report("listing", counters)
-                planner.grew(delta.created)
-
-    with ThreadPoolExecutor(max_workers=PAGE_WRITERS, thread_name_prefix="reconcile-writer") as pool:
-        try:
-            for listings in prefetched(scim.iter_listing(), batch=BATCH_PAGES):
-                inflight.add(pool.submit(_write_pages, run_id, listings, role_map, connections, scim))
-                if len(inflight) >= PAGE_WRITERS:
-                    collect(block=True)
-            while inflight:
-                collect(block=True)
-        finally:
-            # On failure, count what the pages already written committed, so the row and the outcome agree.
-            for future in inflight:
-                future.cancel()
-            for future in wait(inflight).done:
-                if not future.cancelled() and future.exception() is None:
-                    for delta in future.result():
-                        counters.add(delta)
-            connections.close()
-            planner.wait()
-
-
 @dataclass(frozen=True)
 class _Retirement:
     status: str
@@ -427,28 +217,33 @@ class _Retirement:
 def _retire_missing(scim: ScimClient, run_id: int, counters: Counters, report: Progress, share: float) -> _Retirement:
     """Confirm unseen users one by one; retire the really-gone unless the guard trips."""
     with unit_of_work() as session:
-        population = session.execute(select(func.count()).where(User.status != "deleted")).scalar_one()
+        population = count_not_deleted(session)
     allowed = math.floor(share * population)
+    gone, unconfirmed = _confirm_missing(scim, run_id, counters, report, allowed)
+    if len(gone) > allowed:
+        log.warning(
+            "reconciliation guard tripped",
+            extra={"run_id": run_id, "gone_so_far": len(gone), "allowed": allowed},
+        )
+        return _Retirement("guarded", population, allowed, len(gone), unconfirmed)
+    _retire(gone, run_id, counters, report)
+    return _Retirement("succeeded", population, allowed, len(gone), unconfirmed)
+
+
+def _confirm_missing(
+    scim: ScimClient, run_id: int, counters: Counters, report: Progress, allowed: int
+) -> tuple[list[tuple[str, int]], list[str]]:
+    """Ask for every user the run did not see with a single GET: one that answers is upserted, a 404 is gone, a
+    failure leaves the user unconfirmed. Returns the gone (with the time they were asked for) and the unconfirmed;
+    stops as soon as more than ``allowed`` are gone."""
     gone: list[tuple[str, int]] = []
     unconfirmed: list[str] = []
     after_id = 0
     while True:
         with unit_of_work() as session:
-            batch = session.execute(
-                select(User.id, User.asgardeo_id)
-                .where(
-                    # Inactive users too: one deleted at the directory (its event lost) must become a tombstone.
-                    User.status != "deleted",
-                    User.last_seen_run_id.is_distinct_from(run_id),
-                    User.id > after_id,
-                    # Only a login ever described this row (see models.identity): no directory vouched for it.
-                    User.source_version > 0,
-                )
-                .order_by(User.id)
-                .limit(CONFIRM_BATCH)
-            ).all()
+            batch = unseen_by_run(session, run_id, after_id=after_id, limit=CONFIRM_BATCH)
         if not batch:
-            break
+            return gone, unconfirmed
         for user_id, asgardeo_id in batch:
             after_id = user_id
             asked_ms = _now_ms()
@@ -457,11 +252,7 @@ def _retire_missing(scim: ScimClient, run_id: int, counters: Counters, report: P
             except UserGone:
                 gone.append((asgardeo_id, asked_ms))
                 if len(gone) > allowed:
-                    log.warning(
-                        "reconciliation guard tripped",
-                        extra={"run_id": run_id, "gone_so_far": len(gone), "allowed": allowed},
-                    )
-                    return _Retirement("guarded", population, allowed, len(gone), unconfirmed)
+                    return gone, unconfirmed
                 continue
             except (ValueError, DirectoryError) as exc:
                 # Not confirmed gone, so kept; the next run asks again.
@@ -482,6 +273,10 @@ def _retire_missing(scim: ScimClient, run_id: int, counters: Counters, report: P
         with unit_of_work() as session:
             record_progress(session, run_id, counters)
         report("confirming", counters)
+
+
+def _retire(gone: list[tuple[str, int]], run_id: int, counters: Counters, report: Progress) -> None:
+    """Make each confirmed-gone user a ``deleted`` tombstone, :data:`RETIRE_BATCH` to a transaction."""
     for start in range(0, len(gone), RETIRE_BATCH):
         changes: list[Change] = []
         with unit_of_work() as session:
@@ -493,7 +288,42 @@ def _retire_missing(scim: ScimClient, run_id: int, counters: Counters, report: P
             record_progress(session, run_id, counters)
         publish_changes(changes)
         report("deactivating", counters)
-    return _Retirement("succeeded", population, allowed, len(gone), unconfirmed)
+
+
+def _finish(run_id: int, retirement: _Retirement, counters: Counters, share: float) -> tuple[str, str | None]:
+    """Close the run with the retirement's outcome: ``guarded`` opens the admin's review of what it would retire,
+    failed confirmations make it ``partial`` (naming the users); returns the status and the run's error."""
+    status, error = retirement.status, None
+    unconfirmed: list[str] | None = None
+    with unit_of_work() as session:
+        if status == "guarded":
+            # The admin's review (approve or dismiss on the run's page) starts from these candidates.
+            missed = open_review(
+                session,
+                run_id,
+                population=retirement.population,
+                allowed=retirement.allowed,
+                share=share,
+                confirmed_gone=retirement.confirmed_gone,
+            )
+            error = (
+                f"guard: the listing missed {missed} of {retirement.population} users and at least"
+                f" {retirement.confirmed_gone} are gone, more than RECONCILE_MAX_DEACTIVATE_SHARE allows"
+                f" ({retirement.allowed}); none were deactivated. Review the run to approve or dismiss."
+            )
+        elif retirement.unconfirmed:
+            unconfirmed = retirement.unconfirmed[:MAX_UNCONFIRMED_NAMED]
+            error = (
+                f"{len(retirement.unconfirmed)} unlisted user(s) could not be confirmed gone or present; kept as"
+                " they were (listed in unconfirmed)"
+            )
+            status = "partial"
+        finish_run(session, run_id, status, error=error, counters=counters, unconfirmed=unconfirmed)
+    return status, error
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 @app.task(
