@@ -2,10 +2,10 @@
 
 :class:`Sampler` polls, every ``interval`` seconds on its own connection: Postgres's checkpoint counters, the
 autovacuum workers at work in the benchmark's database and on which table, lock waits, the inbox's live and dead
-rows, table sizes, the broker's queue depth, the inbox backlog, and the CPU time and memory (RSS, whole process
-trees) of the product's processes and of Postgres. :func:`gc_env` puts bench/probe on ``PYTHONPATH``, so every
-Python process started with it logs its slow garbage collections (see bench/probe/sitecustomize.py), and
-:func:`read_gc_log` reads them back.
+rows, table sizes, rows deleted and ANALYZE runs per table, the broker's queue depth, the inbox backlog, and the CPU
+time and memory (RSS, whole process trees) of the product's processes and of Postgres. :func:`gc_env` puts
+bench/probe on ``PYTHONPATH``, so every Python process started with it logs its slow garbage collections (see
+bench/probe/sitecustomize.py), and :func:`read_gc_log` reads them back.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ SELECT
      FROM pg_stat_activity WHERE backend_type = 'autovacuum worker' AND datname = current_database()) AS autovacuum,
   (SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock') AS lock_waits,
   (SELECT json_object_agg(relname, json_build_array(n_live_tup, n_dead_tup, autovacuum_count, autoanalyze_count,
-                                                    pg_total_relation_size(relid)))
+                                                    pg_total_relation_size(relid), n_tup_del, analyze_count))
      FROM pg_stat_user_tables) AS tables,
   (SELECT json_object_agg(status, n) FROM (SELECT status, count(*) AS n FROM webhook_events GROUP BY status) s)
       AS inbox,

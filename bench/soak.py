@@ -22,6 +22,7 @@ Results go to ``bench/results/soak.json``. The checks the issue sets are printed
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import hmac
 import json
@@ -37,13 +38,15 @@ from pathlib import Path
 from typing import Any
 
 from bench._support import ROOT, SECRET, load, services
-from bench.activity import Sampler
+from bench.activity import Sampler, gc_env, read_gc_log, tree
 from bench.load import pct
+from bench.stalls import per_second
 
 RESULTS = ROOT / "bench" / "results" / "soak.json"
 EVENT_URI = "https://schemas.identity.wso2.org/events/user/event-type/{}"
 SIDE_TABLES = ("webhook_events", "sessions", "sync_runs")
 CPU_COLUMNS = ("web", "worker", "postgres", "generator", "others")
+SLOWEST_SECONDS = 12
 
 
 class Deliveries(Sequence[tuple[bytes, dict[str, str]]]):
@@ -82,6 +85,24 @@ class Deliveries(Sequence[tuple[bytes, dict[str, str]]]):
             if uid is not None and status == 202:
                 self.created.append(uid)
                 self.creates += 1
+
+
+def time_collections() -> list[tuple[int, float, int, float]]:
+    """Start timing this process's garbage collections of generation 1 and 2 and any of 1 ms or more; the list
+    returned fills as they happen, in :func:`bench.activity.read_gc_log`'s shape."""
+    found: list[tuple[int, float, int, float]] = []
+    began = [0.0]
+
+    def timed(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            began[0] = time.perf_counter()
+            return
+        took = (time.perf_counter() - began[0]) * 1000
+        if info["generation"] >= 1 or took >= 1.0:
+            found.append((os.getpid(), time.time(), info["generation"], took))
+
+    gc.callbacks.append(timed)
+    return found
 
 
 def send(port: int, rate: float, seconds: float, clients: int, plan: Deliveries) -> list[tuple[float, float, int]]:
@@ -230,7 +251,8 @@ def main() -> int:
         from tests.worker_process import VENV_BIN, Broker, ProcfileProcess, wait_http_ok
 
         port = free_port()
-        schedule = Path(tempfile.mkdtemp(prefix="soak-beat-")) / "schedule"
+        scratch = Path(tempfile.mkdtemp(prefix="soak-"))
+        schedule, gc_log = scratch / "beat-schedule", scratch / "gc.log"
         settings = {
             "WEBHOOK_MAX_AGE_SECONDS": "60",
             "INBOX_RETENTION_DAYS": str(args.inbox_retention_seconds / 86400),
@@ -246,6 +268,7 @@ def main() -> int:
             "LOG_LEVEL": "WARNING",
             "BEAT_SCHEDULE_FILE": str(schedule),
         }
+        env = gc_env(env, gc_log)
         os.environ.update(settings)
         from models.settings import get_settings
 
@@ -261,6 +284,9 @@ def main() -> int:
             warm_up = Deliveries(200)
             send(port, 100, 2, 4, warm_up)  # connections, imports, plans
             pids = {"web": web.process.pid, "worker": worker.process.pid}  # type: ignore[union-attr]
+            members = {name: {p.pid for p in tree(pid)} for name, pid in pids.items()}
+            # The generator's own collections too: a pause here delays the answers it times, like one in the server.
+            generator_gcs = time_collections()
             sampler = Sampler(env["DATABASE_URL"], env["REDIS_URL"], env["REDIS_KEY_PREFIX"], pids, interval=1.0)
             sampler.start()
             side.thread.start()
@@ -285,6 +311,11 @@ def main() -> int:
     spans = int(args.seconds // args.window)
     rows = windows(samples, start, args.window, activity, lags, spans)
     report = summarise(args, rows, activity, ledger)
+    # The slowest seconds beside what coincided with them: how the stalls' cause is named.
+    collections = read_gc_log(gc_log) + generator_gcs
+    members["generator"] = {os.getpid()}
+    seconds = per_second([(at - start, ms, st) for at, ms, st in samples], start, activity, collections, members)
+    report["slowest_seconds"] = sorted(seconds, key=lambda r: -r["p99_ms"])[:SLOWEST_SECONDS]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"args": vars(args), "windows": rows, **report}, indent=2) + "\n")
     print_report(args, rows, report)
@@ -394,6 +425,16 @@ def print_report(args: argparse.Namespace, rows: list[dict[str, Any]], report: d
     print(f"tables once the retention window is reached: {report['after_retention_window']}")
     ledger = report["ledger"]
     print(f"ledger: {ledger}")
+    print("slowest seconds (from the start), with what coincided:")
+    for r in report["slowest_seconds"]:
+        print(
+            f"  s={r['s']} p99 {r['p99_ms']} ms max {r['max_ms']} ms | gc max web {r['web_gc_max_ms']} ms,"
+            f" worker {r['worker_gc_max_ms']} ms, generator {r['generator_gc_max_ms']} ms |"
+            f" checkpoint buffers {r.get('checkpoint_buffers', 0)} |"
+            f" deleted {r.get('deleted') or '-'} | analyzed {r.get('analyzed') or '-'} |"
+            f" autovacuum {r['autovacuum'] or '-'} | cpu% web {r.get('web_cpu_pct', '-')} worker"
+            f" {r.get('worker_cpu_pct', '-')} pg {r.get('postgres_cpu_pct', '-')} others {r.get('others_cpu_pct', '-')}"
+        )
     print(f"written {RESULTS.relative_to(ROOT)}")
 
 

@@ -29,6 +29,12 @@ from bench.load import paced_send, pct
 RESULTS = ROOT / "bench" / "results" / "stalls.json"
 
 
+def _stat(tick: dict[str, Any], table: str, index: int) -> int:
+    """One of the sampler's per-table counters (see bench.activity's query); 0 where it is missing."""
+    values = tick["tables"].get(table) or []
+    return int(values[index] or 0) if len(values) > index else 0
+
+
 def per_second(
     samples: list[tuple[float, float, int]],
     start: float,
@@ -60,6 +66,10 @@ def per_second(
             span = last["t"] - first["t"]
             row["checkpoint"] = last["checkpoints"] - first["checkpoints"]
             row["checkpoint_buffers"] = last["buffers_checkpoint"] - first["buffers_checkpoint"]
+            # Housekeeping's work shows as rows deleted and tables analysed (pg_stat counters, flushed within ~1 s).
+            row["deleted"] = {t: _stat(last, t, 5) - _stat(first, t, 5) for t in last["tables"]}
+            row["deleted"] = {t: n for t, n in row["deleted"].items() if n > 0}
+            row["analyzed"] = sorted(t for t in last["tables"] if _stat(last, t, 6) > _stat(first, t, 6))
             for name in ("web", "worker", "postgres", "machine", "generator"):
                 row[f"{name}_cpu_pct"] = round(100 * (last[f"{name}_cpu_s"] - first[f"{name}_cpu_s"]) / span)
             ours = sum(row[f"{name}_cpu_pct"] for name in ("web", "worker", "postgres", "generator"))
@@ -131,7 +141,8 @@ def main() -> None:
         print(
             f"  s={r['s']} p99 {r['p99_ms']} ms max {r['max_ms']} ms, web gc max {r['web_gc_max_ms']} ms, "
             f"autovacuum {r['autovacuum'] or '-'}, checkpoint {r.get('checkpoint', 0)}, queue {r['queue']}, "
-            f"cpu% of others on the machine {r.get('others_cpu_pct', '-')}"
+            f"cpu% of others on the machine {r.get('others_cpu_pct', '-')}, deleted {r.get('deleted') or '-'}, "
+            f"analyzed {r.get('analyzed') or '-'}"
         )
     print(f"autovacuum/analyze counts at end: { {t: v[2:4] for t, v in last.items()} }")
     print(f"written {RESULTS.relative_to(ROOT)}")
