@@ -451,7 +451,14 @@ def unseen_by_run(session: Session, run_id: int, *, after_id: int, limit: int) -
 
 def least_recently_confirmed(session: Session, limit: int) -> list[tuple[str, str]]:
     """``(asgardeo_id, username)`` of up to ``limit`` users a directory described and that are not deleted, those
-    confirmed longest ago (or never) first: repeated calls walk the whole table as confirmations move them back."""
+    confirmed longest ago (or never) first: repeated calls walk the whole table as confirmations move them back.
+
+    Runs without parallel workers, for the rest of the caller's transaction: the drift check asks every minute, and
+    the plan reads the whole table (an index on ``last_synced_at`` would cost every upsert its HOT update). At
+    100,000 users Postgres ran it on two processes, 26 ms on both cores of the 2-core machine, which showed as an
+    intake stall once a minute; alone it takes 14-18 ms of one core.
+    """
+    session.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
     rows = session.execute(
         select(User.asgardeo_id, User.username)
         .where(User.status != "deleted", User.source_version > 0)

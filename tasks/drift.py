@@ -68,6 +68,13 @@ def _sample(size: int) -> list[tuple[str, str]]:
         return least_recently_confirmed(session, size)
 
 
+def _retire_limit() -> int:
+    """How many users one check may retire: ``RECONCILE_MAX_DEACTIVATE_SHARE`` of those not deleted."""
+    with unit_of_work() as session:
+        population = count_not_deleted(session)
+    return math.floor(get_settings().reconcile_max_deactivate_share * population)
+
+
 def _confirmed_gone(scim: ScimClient, asgardeo_id: str, username: str) -> bool:
     """The confirm path after a 404: the listing must not show the user, and a second GET must be a 404 too."""
     listed = scim.find_users("userName", username, limit=2)
@@ -114,15 +121,16 @@ def check_drift(size: int, *, client: ScimClient | None = None) -> DriftCheck:
         return _keep(result)
     scim = client or ScimClient()
     role_map = get_settings().group_roles or None
-    with unit_of_work() as session:
-        population = count_not_deleted(session)
-    allowed = math.floor(get_settings().reconcile_max_deactivate_share * population)
+    # The guard's limit needs a count of every user; it is taken only once a user is missing, not every minute.
+    allowed: int | None = None
     oldest_ms: int | None = None
     for asgardeo_id, username in sample:
         asked_ms = time.time_ns() // 1_000_000
         try:
             record = scim.get_user(asgardeo_id)
         except UserGone:
+            if allowed is None:
+                allowed = _retire_limit()
             _missing(scim, result, asgardeo_id, username, asked_ms, allowed)
             continue
         except (ValueError, DirectoryError) as exc:

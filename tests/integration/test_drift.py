@@ -56,6 +56,29 @@ def test_differences_behind_the_services_back_raise_the_drift_share_are_repaired
     assert (second.differing, second.share, second.oldest_difference_seconds) == (0, 0.0, 0.0)
 
 
+def test_the_sample_reads_the_table_without_parallel_workers(directory: Any) -> None:
+    """Every minute, on two cores: parallel workers would take the intake's core for the scan's duration."""
+    from sqlalchemy import text
+
+    from models.db import unit_of_work
+    from models.users import least_recently_confirmed
+
+    with unit_of_work() as session:
+        session.execute(text("SET LOCAL parallel_setup_cost = 0"))
+        session.execute(text("SET LOCAL parallel_tuple_cost = 0"))
+        session.execute(text("SET LOCAL min_parallel_table_scan_size = 0"))
+        assert len(least_recently_confirmed(session, 20)) == 20
+        plan = "\n".join(
+            session.execute(
+                text(
+                    "EXPLAIN SELECT asgardeo_id FROM users WHERE status <> 'deleted' AND source_version > 0"
+                    " ORDER BY last_synced_at ASC NULLS FIRST, id LIMIT 20"
+                )
+            ).scalars()
+        )
+    assert "Gather" not in plan, plan
+
+
 def test_the_sample_takes_the_least_recently_confirmed_users_first(directory: Any) -> None:
     from tasks.drift import _sample, check_drift
 
