@@ -22,13 +22,13 @@ upsert's stale guard keeps newer rows. The last outcome of each trigger is kept 
 from __future__ import annotations
 
 import logging
-import time
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from celeryconfig import RECONCILE_HARD_LIMIT, RECONCILE_SOFT_LIMIT
+from models.clock import iso_ms, now_ms
 from models.db import get_engine, unit_of_work
 from models.inbox import last_received_before
 from models.runs import (
@@ -65,15 +65,6 @@ CATCH_UP_MAX_RETRIES = 40
 
 class FilterIgnored(FilterRefused):
     """The directory answered the filtered listing with users changed before the point: it ignored the filter."""
-
-
-def iso_ms(epoch_ms: int) -> str:
-    """An instant as SCIM writes one: ``2026-11-30T09:00:00.000Z``."""
-    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 # --- what is remembered ------------------------------------------------------------------------------------------
@@ -145,7 +136,7 @@ def sync_changed_since(since_ms: int, *, trigger: str, client: ScimClient | None
     ``status`` is ``succeeded``, ``busy`` (another sync holds the run lock; nothing was done), ``covered`` (the
     fallback found a full run running, which covers this) or a full run's status when it fell back.
     """
-    started_ms = _now_ms()
+    started_ms = now_ms()
     base: dict[str, Any] = {"trigger": trigger, "since": iso_ms(since_ms), "started_at": iso_ms(started_ms)}
     scim = client or ScimClient()
     unsupported = filter_unsupported()
@@ -168,7 +159,7 @@ def sync_changed_since(since_ms: int, *, trigger: str, client: ScimClient | None
                 outcome = {"status": "failed", "mode": "filter", "error": str(exc)}
     if outcome is None:
         outcome = _full_run(trigger, f"filter {unsupported}", scim)
-    outcome = {**base, **outcome, "finished_at": iso_ms(_now_ms())}
+    outcome = {**base, **outcome, "finished_at": iso_ms(now_ms())}
     record_outcome(trigger, outcome)
     # Not the outcome itself as extra: its "created" would overwrite the log record's own attribute.
     extra = {"trigger": trigger, "status": outcome["status"], "mode": outcome.get("mode"), "since": base["since"]}
@@ -182,7 +173,7 @@ def sweep(*, client: ScimClient | None = None) -> dict[str, Any]:
     """One sweep: since the previous successful sweep began (or one period ago), minus the margin."""
     settings = get_settings()
     margin_ms = settings.incremental_margin_seconds * 1000
-    started_ms = _now_ms()
+    started_ms = now_ms()
     raw = get_redis().get(key(SWEEP_CHECKPOINT_KEY))
     point = int(raw) if raw else started_ms - settings.incremental_sweep_seconds * 1000
     outcome = sync_changed_since(point - margin_ms, trigger="sweep", client=client)

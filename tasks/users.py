@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from dataclasses import dataclass
 from typing import Any
 
+from models.clock import now_ms
 from models.db import unit_of_work
 from models.runs import Counters, finish_run, get_run, mark_started, note_error, start_user_run
 from models.settings import get_settings
@@ -83,7 +83,7 @@ def sync_user(
             if row is None or row.kind != "user" or row.status != "running" or row.asgardeo_id != asgardeo_id:
                 return SyncResult(run_id, "rejected", error="no such running user sync")
             mark_started(session, run_id, task_id)
-    asked_ms = time.time_ns() // 1_000_000
+    asked_ms = now_ms()
     counters = Counters(seen=1)
     changes: list[Change] = []
     try:
