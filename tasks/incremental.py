@@ -33,6 +33,7 @@ from models.db import get_engine, unit_of_work
 from models.inbox import last_received_before
 from models.runs import (
     INCREMENTAL_LOCK_KEY,
+    Counters,
     RunInProgress,
     hold_run_lock,
     last_successful_full_run_start,
@@ -95,10 +96,10 @@ def last_outcomes() -> dict[str, dict[str, Any]]:
 
 
 # --- the sync ------------------------------------------------------------------------------------------------------
-def _apply_changed(scim: ScimClient, since_ms: int) -> dict[str, int]:
+def _apply_changed(scim: ScimClient, since_ms: int) -> Counters:
     """List and upsert the users changed since ``since_ms``; raises :class:`FilterRefused` (or
     :class:`FilterIgnored`) when the directory does not honour the filter. Pages are written as they come."""
-    counts = {"pages": 0, "seen": 0, "created": 0, "updated": 0, "unchanged": 0}
+    counters = Counters()
     filter_text = f'meta.lastModified ge "{iso_ms(since_ms)}"'
     role_map = get_settings().group_roles or None
     for listings in prefetched(scim.iter_listing(filter_text=filter_text)):
@@ -110,12 +111,24 @@ def _apply_changed(scim: ScimClient, since_ms: int) -> dict[str, int]:
             with unit_of_work() as session:
                 result = upsert_users(session, page.users, source=SOURCE, role_map=role_map, stamp_seen=False)
             publish_encoded(result.encoded_changes, result.created + result.updated)
-            counts["pages"] += 1
-            counts["seen"] += len(page.users)
-            counts["created"] += result.created
-            counts["updated"] += result.updated
-            counts["unchanged"] += result.unchanged + result.stale
-    return counts
+            counters.pages_done += 1
+            counters.seen += len(page.users)
+            counters.created += result.created
+            counters.updated += result.updated
+            counters.unchanged += result.unchanged + result.stale
+    return counters
+
+
+def _filter_counts(counters: Counters) -> dict[str, int]:
+    """A filtered sync's counts under the outcome's public names: the sync-health page and its JSON read them, and
+    outcomes recorded by an earlier release stay in Redis for weeks, so ``pages`` keeps its name."""
+    return {
+        "pages": counters.pages_done,
+        "seen": counters.seen,
+        "created": counters.created,
+        "updated": counters.updated,
+        "unchanged": counters.unchanged,
+    }
 
 
 def _full_run(trigger: str, reason: str, scim: ScimClient) -> dict[str, Any]:
@@ -147,7 +160,8 @@ def sync_changed_since(since_ms: int, *, trigger: str, client: ScimClient | None
             if not (marked and taken):
                 return {**base, "status": "busy"}
             try:
-                outcome = {"status": "succeeded", "mode": "filter", **_apply_changed(scim, since_ms)}
+                counts = _filter_counts(_apply_changed(scim, since_ms))
+                outcome = {"status": "succeeded", "mode": "filter", **counts}
             except FilterRefused as exc:
                 unsupported = "ignored" if isinstance(exc, FilterIgnored) else "refused"
                 remember_unsupported(unsupported)
