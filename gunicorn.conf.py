@@ -38,8 +38,7 @@ def post_worker_init(worker: object) -> None:
 def when_ready(server: object) -> None:
     """Once per start of the web tier: ask for the catch-up of the changes whose deliveries failed while it was down
     (see tasks/incremental.py). The master does it, so two web workers do not ask twice."""
-    import time  # noqa: PLC0415 - gunicorn reads this file as settings; the hook runs once, in the master
+    from models.clock import now_ms  # noqa: PLC0415 - the master imports the app only when ready
+    from tasks.incremental import request_catch_up  # noqa: PLC0415 - likewise
 
-    from tasks.incremental import request_catch_up  # noqa: PLC0415 - the master imports the app only when ready
-
-    request_catch_up(time.time_ns() // 1_000_000)
+    request_catch_up(now_ms())

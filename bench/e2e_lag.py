@@ -92,9 +92,11 @@ def prepare_users(count: int) -> list[str]:
 def plan_deliveries(count: int, prepared: list[str] | None = None) -> list[Delivery]:
     """``count`` sends: mostly new users, every 5th deletes an earlier one, every 50th repeats, every 100th forged;
     with ``prepared`` users, every 10th also a role grant and every 10th a session revocation."""
+    from models.clock import now_ms
+
     out: list[Delivery] = []
     created: list[str] = []
-    base = int(time.time() * 1000)
+    base = now_ms()
     granted = iter(prepared or [])
     revoked = iter(prepared or [])
     for i in range(count):

@@ -27,8 +27,10 @@ from bench._support import SECRET, gunicorn, load, queued_event_ids, services
 
 
 def deliveries(count: int) -> list[tuple[bytes, dict[str, str]]]:
+    from models.clock import now_ms
+
     out = []
-    now = int(time.time() * 1000)
+    now = now_ms()
     for i in range(count):
         uid = str(uuid.uuid4())
         body = {

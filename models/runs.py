@@ -95,6 +95,26 @@ def running_full_run(session: Session) -> SyncRun | None:
     ).scalar_one_or_none()
 
 
+def running_user_run(session: Session, asgardeo_id: str, task_id: str) -> SyncRun | None:
+    """The ``running`` user run that task ``task_id`` started for this user, if any.
+
+    A Celery retry keeps its task id but not what the failed attempt learned, so this is how a retry finds the row
+    its first attempt created. The user's id narrows the search through ``ix_sync_runs_target_user_id`` to that
+    user's runs, so ``task_id`` needs no index of its own.
+    """
+    return session.execute(
+        select(SyncRun)
+        .where(
+            SyncRun.kind == "user",
+            SyncRun.asgardeo_id == asgardeo_id,
+            SyncRun.task_id == task_id,
+            SyncRun.status == "running",
+        )
+        .order_by(SyncRun.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+
+
 def start_full_run(
     session: Session,
     *,

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import orjson
 
+from models.clock import now_ms
 from models.db import unit_of_work
 from models.settings import get_settings
 from models.users import count_not_deleted, least_recently_confirmed, retire_absent, upsert_users
@@ -113,8 +113,8 @@ def _missing(
 
 def check_drift(size: int, *, client: ScimClient | None = None) -> DriftCheck:
     """Fetch ``size`` users, repair what differs, return (and keep) the figures. Safe to re-run."""
-    now_ms = time.time_ns() // 1_000_000
-    result = DriftCheck(at=now_ms / 1000)
+    started_ms = now_ms()
+    result = DriftCheck(at=started_ms / 1000)
     sample = _sample(size)
     result.sampled = len(sample)
     if not sample:
@@ -125,7 +125,7 @@ def check_drift(size: int, *, client: ScimClient | None = None) -> DriftCheck:
     allowed: int | None = None
     oldest_ms: int | None = None
     for asgardeo_id, username in sample:
-        asked_ms = time.time_ns() // 1_000_000
+        asked_ms = now_ms()
         try:
             record = scim.get_user(asgardeo_id)
         except UserGone:
@@ -147,7 +147,7 @@ def check_drift(size: int, *, client: ScimClient | None = None) -> DriftCheck:
     if result.checked:
         result.share = result.differing / result.checked
     if oldest_ms is not None:
-        result.oldest_difference_seconds = max(0.0, (now_ms - oldest_ms) / 1000)
+        result.oldest_difference_seconds = max(0.0, (started_ms - oldest_ms) / 1000)
     metrics.inc("drift_checked", result.checked)
     if result.differing:
         metrics.inc("drift_differences", result.differing - result.retired, kind="changed")

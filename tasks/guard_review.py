@@ -11,9 +11,9 @@ after a crash continues where it stopped and never asks twice.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
+from models.clock import now_ms
 from models.db import unit_of_work
 from models.guard_review import decide, finish_approval, get_review, outcome_counts, undecided
 from models.settings import get_settings
@@ -45,7 +45,7 @@ def approve_review(run_id: int, actor: str | None, *, client: ScimClient | None 
         if not batch:
             break
         for user_id, asgardeo_id in batch:
-            asked_ms = time.time_ns() // 1_000_000
+            asked_ms = now_ms()
             try:
                 record = scim.get_user(asgardeo_id)
             except UserGone:

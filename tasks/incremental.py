@@ -22,17 +22,18 @@ upsert's stale guard keeps newer rows. The last outcome of each trigger is kept 
 from __future__ import annotations
 
 import logging
-import time
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from celeryconfig import RECONCILE_HARD_LIMIT, RECONCILE_SOFT_LIMIT
+from models.clock import iso_ms, now_ms
 from models.db import get_engine, unit_of_work
 from models.inbox import last_received_before
 from models.runs import (
     INCREMENTAL_LOCK_KEY,
+    Counters,
     RunInProgress,
     hold_run_lock,
     last_successful_full_run_start,
@@ -67,15 +68,6 @@ class FilterIgnored(FilterRefused):
     """The directory answered the filtered listing with users changed before the point: it ignored the filter."""
 
 
-def iso_ms(epoch_ms: int) -> str:
-    """An instant as SCIM writes one: ``2026-11-30T09:00:00.000Z``."""
-    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 # --- what is remembered ------------------------------------------------------------------------------------------
 def filter_unsupported() -> str | None:
     """Why the directory was last found not to support the filter (``refused`` / ``ignored``), or None."""
@@ -104,10 +96,10 @@ def last_outcomes() -> dict[str, dict[str, Any]]:
 
 
 # --- the sync ------------------------------------------------------------------------------------------------------
-def _apply_changed(scim: ScimClient, since_ms: int) -> dict[str, int]:
+def _apply_changed(scim: ScimClient, since_ms: int) -> Counters:
     """List and upsert the users changed since ``since_ms``; raises :class:`FilterRefused` (or
     :class:`FilterIgnored`) when the directory does not honour the filter. Pages are written as they come."""
-    counts = {"pages": 0, "seen": 0, "created": 0, "updated": 0, "unchanged": 0}
+    counters = Counters()
     filter_text = f'meta.lastModified ge "{iso_ms(since_ms)}"'
     role_map = get_settings().group_roles or None
     for listings in prefetched(scim.iter_listing(filter_text=filter_text)):
@@ -119,12 +111,24 @@ def _apply_changed(scim: ScimClient, since_ms: int) -> dict[str, int]:
             with unit_of_work() as session:
                 result = upsert_users(session, page.users, source=SOURCE, role_map=role_map, stamp_seen=False)
             publish_encoded(result.encoded_changes, result.created + result.updated)
-            counts["pages"] += 1
-            counts["seen"] += len(page.users)
-            counts["created"] += result.created
-            counts["updated"] += result.updated
-            counts["unchanged"] += result.unchanged + result.stale
-    return counts
+            counters.pages_done += 1
+            counters.seen += len(page.users)
+            counters.created += result.created
+            counters.updated += result.updated
+            counters.unchanged += result.unchanged + result.stale
+    return counters
+
+
+def _filter_counts(counters: Counters) -> dict[str, int]:
+    """A filtered sync's counts under the outcome's public names: the sync-health page and its JSON read them, and
+    outcomes recorded by an earlier release stay in Redis for weeks, so ``pages`` keeps its name."""
+    return {
+        "pages": counters.pages_done,
+        "seen": counters.seen,
+        "created": counters.created,
+        "updated": counters.updated,
+        "unchanged": counters.unchanged,
+    }
 
 
 def _full_run(trigger: str, reason: str, scim: ScimClient) -> dict[str, Any]:
@@ -145,7 +149,7 @@ def sync_changed_since(since_ms: int, *, trigger: str, client: ScimClient | None
     ``status`` is ``succeeded``, ``busy`` (another sync holds the run lock; nothing was done), ``covered`` (the
     fallback found a full run running, which covers this) or a full run's status when it fell back.
     """
-    started_ms = _now_ms()
+    started_ms = now_ms()
     base: dict[str, Any] = {"trigger": trigger, "since": iso_ms(since_ms), "started_at": iso_ms(started_ms)}
     scim = client or ScimClient()
     unsupported = filter_unsupported()
@@ -156,7 +160,8 @@ def sync_changed_since(since_ms: int, *, trigger: str, client: ScimClient | None
             if not (marked and taken):
                 return {**base, "status": "busy"}
             try:
-                outcome = {"status": "succeeded", "mode": "filter", **_apply_changed(scim, since_ms)}
+                counts = _filter_counts(_apply_changed(scim, since_ms))
+                outcome = {"status": "succeeded", "mode": "filter", **counts}
             except FilterRefused as exc:
                 unsupported = "ignored" if isinstance(exc, FilterIgnored) else "refused"
                 remember_unsupported(unsupported)
@@ -168,7 +173,7 @@ def sync_changed_since(since_ms: int, *, trigger: str, client: ScimClient | None
                 outcome = {"status": "failed", "mode": "filter", "error": str(exc)}
     if outcome is None:
         outcome = _full_run(trigger, f"filter {unsupported}", scim)
-    outcome = {**base, **outcome, "finished_at": iso_ms(_now_ms())}
+    outcome = {**base, **outcome, "finished_at": iso_ms(now_ms())}
     record_outcome(trigger, outcome)
     # Not the outcome itself as extra: its "created" would overwrite the log record's own attribute.
     extra = {"trigger": trigger, "status": outcome["status"], "mode": outcome.get("mode"), "since": base["since"]}
@@ -182,7 +187,7 @@ def sweep(*, client: ScimClient | None = None) -> dict[str, Any]:
     """One sweep: since the previous successful sweep began (or one period ago), minus the margin."""
     settings = get_settings()
     margin_ms = settings.incremental_margin_seconds * 1000
-    started_ms = _now_ms()
+    started_ms = now_ms()
     raw = get_redis().get(key(SWEEP_CHECKPOINT_KEY))
     point = int(raw) if raw else started_ms - settings.incremental_sweep_seconds * 1000
     outcome = sync_changed_since(point - margin_ms, trigger="sweep", client=client)

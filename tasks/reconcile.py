@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +34,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from celeryconfig import RECONCILE_HARD_LIMIT, RECONCILE_SOFT_LIMIT
 from models import directory_roles
+from models.clock import now_ms
 from models.db import get_engine, unit_of_work
 from models.guard_review import open_review
 from models.runs import (
@@ -246,7 +246,7 @@ def _confirm_missing(
             return gone, unconfirmed
         for user_id, asgardeo_id in batch:
             after_id = user_id
-            asked_ms = _now_ms()
+            asked_ms = now_ms()
             try:
                 record = scim.get_user(asgardeo_id)
             except UserGone:
@@ -320,10 +320,6 @@ def _finish(run_id: int, retirement: _Retirement, counters: Counters, share: flo
             status = "partial"
         finish_run(session, run_id, status, error=error, counters=counters, unconfirmed=unconfirmed)
     return status, error
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @app.task(

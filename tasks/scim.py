@@ -43,6 +43,7 @@ import redis
 import requests
 
 from models import attributes
+from models.clock import now_ms
 from models.settings import Settings, get_settings
 from models.users import UserRecord
 from tasks import metrics
@@ -149,7 +150,7 @@ def parse_user(resource: Any, *, fetched_ms: int | None = None) -> UserRecord:
     )
     version = _epoch_ms(meta.get("lastModified")) or _epoch_ms(meta.get("created"))
     if version is None:
-        version = fetched_ms if fetched_ms is not None else time.time_ns() // 1_000_000
+        version = fetched_ms if fetched_ms is not None else now_ms()
     return UserRecord(
         asgardeo_id=asgardeo_id,
         username=attributes.username_from_directory(resource.get("userName")),
@@ -210,7 +211,7 @@ def read_listing(body: Any, start_index: int) -> Listing:
     resources = body.get("Resources", [])
     if not isinstance(total, int) or isinstance(total, bool) or total < 0 or not isinstance(resources, list):
         raise DirectoryUnavailable("SCIM listing answered a ListResponse without totalResults/Resources")
-    return Listing(start_index, total, resources, time.time_ns() // 1_000_000)
+    return Listing(start_index, total, resources, now_ms())
 
 
 def parse_page(body: Any, start_index: int) -> Page:

@@ -6,23 +6,28 @@ user (a ``deleted`` tombstone retired by absence, sessions revoked) only when so
 (an admin, the CLI): a background refresh (:data:`BACKGROUND_TRIGGERS`: after a login or a partial event) never
 retires on its own, because a 404 there may only mean the login's subject is not a directory id, or a passing fault;
 the nightly run confirms absence properly. Each call is one ``sync_runs`` row of kind ``user``; retries of a
-call keep that row. Transient failures retry with exponential backoff and jitter up to :data:`MAX_RETRIES`;
-permanent ones (credentials refused, bad answer, bad id) are recorded as ``failed`` and not retried.
+call keep that row. Transient failures retry through Celery's autoretry, with exponential backoff and jitter, up to
+:data:`MAX_RETRIES`; the row stays ``running`` meanwhile, and a retry finds it by the task id Celery keeps across
+retries (the retry's arguments are the first attempt's, without the row's id). After the last retry
+:class:`SyncTask` records the run as ``failed`` (``gave up: ...``). Permanent failures (credentials refused, bad
+answer, bad id) are recorded as ``failed`` and not retried.
 """
 
 from __future__ import annotations
 
 import logging
-import random
-import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from celery import Task
+
+from models.clock import now_ms
 from models.db import unit_of_work
-from models.runs import Counters, finish_run, get_run, mark_started, note_error, start_user_run
+from models.runs import Counters, finish_run, get_run, mark_started, note_error, running_user_run, start_user_run
 from models.settings import get_settings
 from models.users import Change, retire_absent, upsert_users
-from tasks.app import app, broker_countdown
+from tasks.app import app
 from tasks.config_warnings import DIRECTORY_UNUSABLE, LOGIN_SUBJECT_UNRESOLVED, record_warning
 from tasks.errors import DirectoryUnavailable, TransientError, UserGone
 from tasks.live import publish_changes
@@ -38,12 +43,19 @@ BACKOFF_CAP_SECONDS = 300
 
 
 class SyncPending(Exception):
-    """A transient failure of the sync recorded on ``run_id``; the task retries it with the same row."""
+    """A transient failure of the sync of ``asgardeo_id`` recorded on ``run_id``; the task retries it with the same
+    row."""
 
-    def __init__(self, run_id: int, cause: TransientError) -> None:
+    def __init__(self, run_id: int, asgardeo_id: str, cause: TransientError) -> None:
         super().__init__(str(cause))
         self.run_id = run_id
+        self.asgardeo_id = asgardeo_id
         self.cause = cause
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Celery hands on_failure the task's exception only if it survives pickling; otherwise it passes a wrapper
+        # that has lost run_id, and the give-up could not be recorded.
+        return (SyncPending, (self.run_id, self.asgardeo_id, self.cause))
 
 
 @dataclass(frozen=True)
@@ -66,7 +78,8 @@ def sync_user(
     task_id: str | None = None,
     client: ScimClient | None = None,
 ) -> SyncResult:
-    """Refresh one user from SCIM and record it on a ``user`` run (``run_id``, or a new row).
+    """Refresh one user from SCIM and record it on a ``user`` run: ``run_id``, else the running row an earlier
+    attempt of task ``task_id`` started for this user, else a new row.
 
     Raises :class:`SyncPending` on a transient failure (the row stays ``running`` with the error noted).
     """
@@ -74,6 +87,9 @@ def sync_user(
         log.warning("users.sync called with an id that is not a SCIM id; ignored")
         return SyncResult(None, "rejected", error="not a SCIM user id")
     with unit_of_work() as session:
+        if run_id is None and task_id is not None:
+            earlier = running_user_run(session, asgardeo_id, task_id)
+            run_id = earlier.id if earlier is not None else None
         if run_id is None:
             run_id = start_user_run(
                 session, asgardeo_id, trigger=trigger, requested_by=requested_by, task_id=task_id
@@ -83,7 +99,7 @@ def sync_user(
             if row is None or row.kind != "user" or row.status != "running" or row.asgardeo_id != asgardeo_id:
                 return SyncResult(run_id, "rejected", error="no such running user sync")
             mark_started(session, run_id, task_id)
-    asked_ms = time.time_ns() // 1_000_000
+    asked_ms = now_ms()
     counters = Counters(seen=1)
     changes: list[Change] = []
     try:
@@ -106,7 +122,7 @@ def sync_user(
     except TransientError as exc:
         with unit_of_work() as session:
             note_error(session, run_id, f"retrying: {exc}")
-        raise SyncPending(run_id, exc) from exc
+        raise SyncPending(run_id, asgardeo_id, exc) from exc
     except DirectoryUnavailable as exc:
         with unit_of_work() as session:
             finish_run(session, run_id, "failed", error=str(exc), counters=Counters(failed=1))
@@ -145,9 +161,32 @@ def _not_found_in_background(asgardeo_id: str, *, trigger: str, run_id: int) -> 
     return SyncResult(run_id, "succeeded", "not_found")
 
 
-@app.task(name="users.sync", bind=True, acks_late=True, max_retries=MAX_RETRIES)
+class SyncTask(Task):  # type: ignore[misc]
+    """Records the give-up: when the last retry meets a transient failure too, the task fails with it."""
+
+    def on_failure(self, exc: BaseException, task_id: str, args: Sequence[Any], kwargs: Any, einfo: Any) -> None:
+        if not isinstance(exc, SyncPending):
+            return
+        with unit_of_work() as session:
+            finish_run(session, exc.run_id, "failed", error=f"gave up: {exc.cause}", counters=Counters(failed=1))
+        log.warning("user sync gave up", extra={"run_id": exc.run_id, "user_id": exc.asgardeo_id})
+
+
+@app.task(
+    name="users.sync",
+    base=SyncTask,
+    bind=True,
+    acks_late=True,
+    autoretry_for=(SyncPending,),
+    # Factor 2: retry n waits a random whole number of seconds up to 2**n (never more than the cap). Whole
+    # seconds, so RabbitMQ's delayed delivery takes them as they are (see tasks.app.broker_countdown).
+    retry_backoff=2,
+    retry_backoff_max=BACKOFF_CAP_SECONDS,
+    retry_jitter=True,
+    max_retries=MAX_RETRIES,
+)
 def sync(
-    self: Any,
+    self: Task,
     asgardeo_id: str,
     trigger: str = "webhook",
     run_id: int | None = None,
@@ -156,28 +195,6 @@ def sync(
     """Refresh one user from SCIM (see the module docstring). Safe to run twice."""
     if not isinstance(asgardeo_id, str) or not isinstance(trigger, str):
         return SyncResult(None, "rejected", error="asgardeo_id and trigger must be strings").as_dict()
-    try:
-        return sync_user(
-            asgardeo_id, trigger=trigger, run_id=run_id, requested_by=requested_by, task_id=self.request.id
-        ).as_dict()
-    except SyncPending as pending:
-        if self.request.retries >= self.max_retries:
-            with unit_of_work() as session:
-                finish_run(
-                    session, pending.run_id, "failed", error=f"gave up: {pending.cause}", counters=Counters(failed=1)
-                )
-            log.warning("user sync gave up", extra={"run_id": pending.run_id, "user_id": asgardeo_id})
-            return SyncResult(pending.run_id, "failed", error=str(pending.cause)).as_dict()
-        # Exponential backoff with full jitter, capped; the retry keeps the same run row.
-        countdown = random.uniform(0, min(BACKOFF_CAP_SECONDS, 2 ** (self.request.retries + 1)))  # noqa: S311
-        raise self.retry(
-            exc=pending.cause,
-            countdown=broker_countdown(countdown),
-            kwargs={
-                "asgardeo_id": asgardeo_id,
-                "trigger": trigger,
-                "run_id": pending.run_id,
-                "requested_by": requested_by,
-            },
-            args=(),
-        ) from pending
+    return sync_user(
+        asgardeo_id, trigger=trigger, run_id=run_id, requested_by=requested_by, task_id=self.request.id
+    ).as_dict()

@@ -6,20 +6,16 @@ import copy
 import hashlib
 import hmac
 import json
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+from models.clock import now_ms
 from tests.stack import WEBHOOK_SECRET
 
 FIXTURES = Path(__file__).parent / "fixtures" / "webhooks"
 EVENT_URI = "https://schemas.identity.wso2.org/events/{channel}/event-type/{name}"
 CLAIM = "http://wso2.org/claims/{name}"
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def sample(name: str, **overrides: Any) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import exc as sa_exc
 
 from models import inbox
+from models.clock import now_ms
 from models.db import unit_of_work
 from models.settings import Settings
 from tasks import metrics
@@ -104,7 +105,7 @@ def verify_signature(body: bytes, settings: Settings) -> None:
         raise APIError(401, "invalid_signature", "The signature does not match.")
 
 
-def parse_delivery(body: bytes, settings: Settings, now_ms: int) -> inbox.Envelope:
+def parse_delivery(body: bytes, settings: Settings, received_ms: int) -> inbox.Envelope:
     try:
         data: Any = json.loads(body.decode("utf-8"))
     except (ValueError, RecursionError):
@@ -113,7 +114,7 @@ def parse_delivery(body: bytes, settings: Settings, now_ms: int) -> inbox.Envelo
         envelope = inbox.parse_envelope(data)
     except inbox.InvalidEnvelope as exc:
         raise APIError(400, "invalid_envelope", str(exc)) from None
-    problem = inbox.check_age(envelope.iat, now_ms=now_ms, max_age_seconds=settings.webhook_max_age_seconds)
+    problem = inbox.check_age(envelope.iat, now_ms=received_ms, max_age_seconds=settings.webhook_max_age_seconds)
     # 400, not 410 (WebSub's "unsubscribe"), and not 5xx: a retry of the same body can never succeed.
     if problem == "stale":
         raise APIError(400, "stale_event", "The event is older than the retention window.")
@@ -130,7 +131,7 @@ def receive() -> tuple[Response, int]:
     try:
         body = read_limited_body(settings.webhook_max_body_bytes)
         verify_signature(body, settings)
-        envelope = parse_delivery(body, settings, int(time.time() * 1000))
+        envelope = parse_delivery(body, settings, now_ms())
     except APIError as exc:
         metrics.inc("webhooks_rejected", reason=exc.error)
         raise

@@ -14,6 +14,7 @@ import pytest
 import requests
 from sqlalchemy import select
 
+from models.clock import now_ms
 from models.db import SessionFactory, unit_of_work
 from models.directory_roles import best_role
 from models.tables import User, UserChange, WebhookEvent
@@ -24,7 +25,7 @@ from tests.integration.auth_support import new_standin_user
 from tests.integration.subscription_support import local_user
 from tests.polling import wait_for
 from tests.stack import WEBHOOK_SECRET, LiveServer
-from tests.webhook_payloads import encode, now_ms, sample, signed_headers
+from tests.webhook_payloads import encode, sample, signed_headers
 
 pytestmark = pytest.mark.usefixtures("celery_worker", "clean_db")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -11,6 +10,7 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
+from models.clock import now_ms
 from models.db import SessionFactory, get_engine, unit_of_work
 from models.tables import AppSession, User, UserChange, WebhookEvent
 from tasks.events import ApplyPublisher, relay
@@ -121,7 +121,7 @@ def test_duplicate_deliveries_apply_once(live_server: LiveServer) -> None:
 
 def test_update_before_create_keeps_the_update(live_server: LiveServer) -> None:
     uid = str(uuid.uuid4())
-    t0 = int(time.time() * 1000)
+    t0 = now_ms()
     update = event("userProfileUpdated", uid, iat=t0 + 10, updatedClaims=claims(first_name="New"))
     create = event("userCreated", uid, iat=t0, claims=claims(username="o@example.com", first_name="Old"))
     assert deliver(live_server, update).status_code == 202
@@ -136,7 +136,7 @@ def test_update_before_create_keeps_the_update(live_server: LiveServer) -> None:
 
 def test_update_after_delete_does_not_resurrect_the_user(live_server: LiveServer) -> None:
     uid = str(uuid.uuid4())
-    t0 = int(time.time() * 1000)
+    t0 = now_ms()
     create = event("userCreated", uid, iat=t0, claims=claims(username="gone@example.com"))
     delete = event("userDeleted", uid, iat=t0 + 20)
     late_update = event("userProfileUpdated", uid, iat=t0 + 10, updatedClaims=claims(first_name="Zombie"))
@@ -203,7 +203,7 @@ def test_relay_resends_events_stuck_in_queued_past_the_deadline() -> None:
                 event_type="userCreated",
                 event_uri="https://schemas.identity.wso2.org/events/user/event-type/userCreated",
                 asgardeo_id=uid,
-                iat=int(time.time() * 1000),
+                iat=now_ms(),
                 payload=event("userCreated", uid, claims=claims(username="stuck@example.com")),
                 status="queued",
                 queued_at=func.now() - func.make_interval(0, 0, 0, 0, 1),
@@ -271,7 +271,7 @@ def _stored_event(asgardeo_id: str) -> int:
             event_type="userCreated",
             event_uri="https://schemas.identity.wso2.org/events/user/event-type/userCreated",
             asgardeo_id=asgardeo_id,
-            iat=int(time.time() * 1000),
+            iat=now_ms(),
             payload=event("userCreated", asgardeo_id, claims=claims(username=f"{asgardeo_id}@example.com")),
             status="queued",
         )

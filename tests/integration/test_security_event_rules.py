@@ -6,10 +6,11 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from models.clock import now_ms
 from models.security_events import apply_security_event
 from models.tables import AppSession, UserChange
 from tests.factories import login, make_user
-from tests.webhook_payloads import now_ms, sample
+from tests.webhook_payloads import sample
 
 
 def credential_event(asgardeo_id: str) -> dict[str, object]:

@@ -10,6 +10,7 @@ import pytest
 import requests
 from sqlalchemy import select, text
 
+from models.clock import now_ms
 from models.db import SessionFactory, unit_of_work
 from models.sessions import create_session
 from models.tables import AppSession, User, UserChange, WebhookEvent
@@ -17,7 +18,7 @@ from tests.integration.auth_support import HttpLogin, new_standin_user
 from tests.integration.subscription_support import local_user
 from tests.polling import wait_for
 from tests.stack import LiveServer
-from tests.webhook_payloads import encode, now_ms, sample, signed_headers
+from tests.webhook_payloads import encode, sample, signed_headers
 
 pytestmark = pytest.mark.usefixtures("celery_worker", "clean_db")
 

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.integration.sync_support import FaultyHTTP, client_for
+from tests.polling import wait_for
 
 
 def new_directory_user(standin_admin: Any, **fields: Any) -> dict[str, Any]:
@@ -130,6 +131,59 @@ def test_transient_failure_keeps_the_run_open_for_retry(standin: Any, clean_db: 
     with unit_of_work() as session:
         row = get_run(session, pending.value.run_id)
         assert (row.status, "503" in (row.error or "")) == ("running", True)
+
+
+def user_runs(asgardeo_id: str) -> list[Any]:
+    from models.db import unit_of_work
+    from models.tables import SyncRun
+
+    with unit_of_work() as session:
+        return list(session.execute(select(SyncRun).where(SyncRun.asgardeo_id == asgardeo_id)).scalars())
+
+
+def test_a_retry_finishes_the_run_row_its_first_attempt_started(
+    celery_worker: Any,
+    standin: Any,
+    standin_admin: Any,
+    clean_db: None,
+    clean_redis: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import tasks.users
+    from tasks.users import sync
+
+    resource = new_directory_user(standin_admin)
+    failures = iter(range(2))  # both attempts of the client's first call; the task's retry then gets through
+    http = FaultyHTTP()
+    http.fault = lambda _m, url, _p: 503 if "/scim2/Users/" in url and next(failures, None) is not None else None
+    client = client_for(standin, http=http, max_attempts=2)
+    monkeypatch.setattr(tasks.users, "ScimClient", lambda: client)
+    sent = sync.apply_async((resource["id"],), {"trigger": "test"})
+    runs = wait_for(
+        lambda: [r for r in user_runs(resource["id"]) if r.status != "running"], 30, "the retried sync to finish"
+    )
+    assert [(r.status, r.created, r.error, r.task_id) for r in runs] == [("succeeded", 1, None, sent.id)]
+    assert len(user_runs(resource["id"])) == 1
+    assert http.injected == 2
+
+
+def test_the_last_retry_records_the_give_up_on_the_run_row(
+    celery_worker: Any, standin: Any, clean_db: None, clean_redis: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tasks.users
+    from tasks.users import MAX_RETRIES, sync
+
+    http = FaultyHTTP()
+    http.fault = lambda _m, url, _p: 503 if "/scim2/" in url else None
+    client = client_for(standin, http=http, max_attempts=2)
+    monkeypatch.setattr(tasks.users, "ScimClient", lambda: client)
+    target = str(uuid.uuid4())
+    # Sent as the last retry: the real backoff would take a minute.
+    sync.apply_async((target,), {"trigger": "test"}, retries=MAX_RETRIES)
+    runs = wait_for(lambda: [r for r in user_runs(target) if r.status != "running"], 30, "the sync to give up")
+    assert [(r.status, r.failed, (r.error or "").startswith("gave up:"), "503" in (r.error or "")) for r in runs] == [
+        ("failed", 1, True, True)
+    ]
 
 
 def test_refused_credentials_fail_the_run_without_retry(standin: Any, clean_db: None, clean_redis: None) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
@@ -10,6 +9,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from models.clock import now_ms
 from models.db import unit_of_work
 from models.tables import WebhookEvent
 from tests.recording_publisher import RecordingPublisher, install_recorder
@@ -29,7 +29,7 @@ def add_event(status: str, event_type: str = "userDeleted", user_id: str | None 
             event_type=event_type,
             event_uri=f"https://schemas.identity.wso2.org/events/user/event-type/{event_type}",
             asgardeo_id=uid,
-            iat=int(time.time() * 1000),
+            iat=now_ms(),
             payload=event(event_type, uid),
             status=status,
             last_error="boom" if status == "failed" else None,

@@ -14,6 +14,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from models import db
+from models.clock import now_ms
 from models.db import SessionFactory, get_engine, make_engine
 from models.tables import User, WebhookEvent
 from tasks.events import ApplyPublisher
@@ -197,7 +198,7 @@ def test_utf16_json_is_refused_as_malformed(client: FlaskClient, recorder: Recor
 def test_event_older_than_the_retention_window_is_400_not_410(
     client: FlaskClient, recorder: RecordingPublisher
 ) -> None:
-    body = sample("userDeleted", iat=int(time.time() * 1000) - 8 * 24 * 3600 * 1000)
+    body = sample("userDeleted", iat=now_ms() - 8 * 24 * 3600 * 1000)
     assert_refused(post(client, body), 400, "stale_event", recorder)
 
 
@@ -207,7 +208,7 @@ def test_shared_samples_with_their_original_dates_are_stale(client: FlaskClient,
 
 
 def test_event_from_the_future_is_400(client: FlaskClient, recorder: RecordingPublisher) -> None:
-    body = sample("userDeleted", iat=int(time.time() * 1000) + 3600 * 1000)
+    body = sample("userDeleted", iat=now_ms() + 3600 * 1000)
     assert_refused(post(client, body), 400, "iat_in_future", recorder)
 
 

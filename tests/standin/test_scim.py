@@ -10,6 +10,7 @@ import requests
 from scim2_models import Context
 
 from asgardeo_standin.client import StandinAdmin
+from asgardeo_standin.directory import now_ms
 from asgardeo_standin.scim import ScimUser, user_resource
 from asgardeo_standin.server import StandinHandle, start_in_thread
 
@@ -212,7 +213,7 @@ def test_a_last_modified_filter_pages_through_the_users_changed_since_an_instant
     users = standin.directory.all_users()
     cut = max(u.last_modified_ms for u in users) + 1
     # A change in the seed's last millisecond would be stamped before the cut: wait for the clock to pass it.
-    while time.time_ns() // 1_000_000 < cut:
+    while now_ms() < cut:
         time.sleep(0.001)
     changed = {standin.directory.set_disabled(u.id, True).id for u in users[5:12]}
     # Milliseconds matter: the instant is written with and without a fraction, and must compare as time, not text.
