@@ -22,7 +22,6 @@ Results go to ``bench/results/soak.json``. The checks the issue sets are printed
 from __future__ import annotations
 
 import argparse
-import gc
 import hashlib
 import hmac
 import json
@@ -85,24 +84,6 @@ class Deliveries(Sequence[tuple[bytes, dict[str, str]]]):
             if uid is not None and status == 202:
                 self.created.append(uid)
                 self.creates += 1
-
-
-def time_collections() -> list[tuple[int, float, int, float]]:
-    """Start timing this process's garbage collections of generation 1 and 2 and any of 1 ms or more; the list
-    returned fills as they happen, in :func:`bench.activity.read_gc_log`'s shape."""
-    found: list[tuple[int, float, int, float]] = []
-    began = [0.0]
-
-    def timed(phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            began[0] = time.perf_counter()
-            return
-        took = (time.perf_counter() - began[0]) * 1000
-        if info["generation"] >= 1 or took >= 1.0:
-            found.append((os.getpid(), time.time(), info["generation"], took))
-
-    gc.callbacks.append(timed)
-    return found
 
 
 def send(port: int, rate: float, seconds: float, clients: int, plan: Deliveries) -> list[tuple[float, float, int]]:
@@ -285,8 +266,6 @@ def main() -> int:
             send(port, 100, 2, 4, warm_up)  # connections, imports, plans
             pids = {"web": web.process.pid, "worker": worker.process.pid}  # type: ignore[union-attr]
             members = {name: {p.pid for p in tree(pid)} for name, pid in pids.items()}
-            # The generator's own collections too: a pause here delays the answers it times, like one in the server.
-            generator_gcs = time_collections()
             sampler = Sampler(env["DATABASE_URL"], env["REDIS_URL"], env["REDIS_KEY_PREFIX"], pids, interval=1.0)
             sampler.start()
             side.thread.start()
@@ -312,8 +291,7 @@ def main() -> int:
     rows = windows(samples, start, args.window, activity, lags, spans)
     report = summarise(args, rows, activity, ledger)
     # The slowest seconds beside what coincided with them: how the stalls' cause is named.
-    collections = read_gc_log(gc_log) + generator_gcs
-    members["generator"] = {os.getpid()}
+    collections = read_gc_log(gc_log)
     seconds = per_second([(at - start, ms, st) for at, ms, st in samples], start, activity, collections, members)
     report["slowest_seconds"] = sorted(seconds, key=lambda r: -r["p99_ms"])[:SLOWEST_SECONDS]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -429,7 +407,7 @@ def print_report(args: argparse.Namespace, rows: list[dict[str, Any]], report: d
     for r in report["slowest_seconds"]:
         print(
             f"  s={r['s']} p99 {r['p99_ms']} ms max {r['max_ms']} ms | gc max web {r['web_gc_max_ms']} ms,"
-            f" worker {r['worker_gc_max_ms']} ms, generator {r['generator_gc_max_ms']} ms |"
+            f" worker {r['worker_gc_max_ms']} ms |"
             f" checkpoint buffers {r.get('checkpoint_buffers', 0)} |"
             f" deleted {r.get('deleted') or '-'} | analyzed {r.get('analyzed') or '-'} |"
             f" autovacuum {r['autovacuum'] or '-'} | cpu% web {r.get('web_cpu_pct', '-')} worker"

@@ -8,13 +8,13 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import func, select, text, update
+from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.orm import Session
 
 from localrun.embedded import free_port
@@ -331,44 +331,45 @@ def _users_statistics() -> tuple[int, Any]:
     return int(row.n_mod_since_analyze), row.last_analyze
 
 
-def test_the_refresh_samples_at_its_small_statistics_target() -> None:
+@pytest.fixture
+def users_changed_unanalysed() -> Iterator[Engine]:
+    """500 new users in a table autovacuum leaves alone (off, as on the machines this is tested on), counted by
+    Postgres's statistics: what housekeeping's refresh must analyse."""
+    engine = get_engine()
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE users SET (autovacuum_enabled = off)"))
+    try:
+        with unit_of_work() as session:
+            upsert_users(session, [user_record() for _ in range(500)], source="reconcile")
+        wait_for(lambda: _users_statistics()[0] >= 500, what="the inserts counted by Postgres's statistics")
+        yield engine
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE users RESET (autovacuum_enabled)"))
+
+
+def test_the_refresh_samples_at_its_small_statistics_target(users_changed_unanalysed: Engine) -> None:
     """At Postgres's default target an ANALYZE of a 75,000-row inbox took 110-195 ms of CPU (an intake stall on a
     2-core machine each time housekeeping ran); the refresh takes the small sample the plans need."""
-    engine = get_engine()
-    with engine.begin() as conn:
-        conn.execute(text("ALTER TABLE users SET (autovacuum_enabled = off)"))
-    try:
-        with unit_of_work() as session:
-            upsert_users(session, [user_record() for _ in range(500)], source="reconcile")
-        wait_for(lambda: _users_statistics()[0] >= 500, what="the inserts counted by Postgres's statistics")
-        assert "users" in refresh_statistics(engine)
-        with engine.connect() as conn:
-            bounds = conn.execute(
-                text(
-                    "SELECT cardinality(histogram_bounds::text::text[]) FROM pg_stats"
-                    " WHERE tablename = 'users' AND attname = 'username'"
-                )
-            ).scalar_one()
-            default_target = int(conn.execute(text("SHOW default_statistics_target")).scalar_one())
-        # A histogram has at most target + 1 bounds; 500 distinct names at the default would fill 101.
-        assert bounds <= REFRESH_STATISTICS_TARGET + 1 < default_target
-    finally:
-        with engine.begin() as conn:
-            conn.execute(text("ALTER TABLE users RESET (autovacuum_enabled)"))
+    engine = users_changed_unanalysed
+    assert "users" in refresh_statistics(engine)
+    with engine.connect() as conn:
+        bounds = conn.execute(
+            text(
+                "SELECT cardinality(histogram_bounds::text::text[]) FROM pg_stats"
+                " WHERE tablename = 'users' AND attname = 'username'"
+            )
+        ).scalar_one()
+        default_target = int(conn.execute(text("SHOW default_statistics_target")).scalar_one())
+    # A histogram has at most target + 1 bounds; 500 distinct names at the default would fill 101.
+    assert bounds <= REFRESH_STATISTICS_TARGET + 1 < default_target
 
 
-def test_statistics_are_refreshed_for_a_table_that_changed_and_not_again_until_it_changes() -> None:
-    """Where autovacuum does not analyse (off, as on the machines this is tested on), housekeeping does."""
-    engine = get_engine()
-    with engine.begin() as conn:
-        conn.execute(text("ALTER TABLE users SET (autovacuum_enabled = off)"))
-    try:
-        with unit_of_work() as session:
-            upsert_users(session, [user_record() for _ in range(500)], source="reconcile")
-        wait_for(lambda: _users_statistics()[0] >= 500, what="the inserts counted by Postgres's statistics")
-        assert "users" in refresh_statistics(engine)
-        assert _users_statistics()[1] is not None
-        assert "users" not in refresh_statistics(engine)  # nothing changed since
-    finally:
-        with engine.begin() as conn:
-            conn.execute(text("ALTER TABLE users RESET (autovacuum_enabled)"))
+def test_statistics_are_refreshed_for_a_table_that_changed_and_not_again_until_it_changes(
+    users_changed_unanalysed: Engine,
+) -> None:
+    """Where autovacuum does not analyse, housekeeping does."""
+    engine = users_changed_unanalysed
+    assert "users" in refresh_statistics(engine)
+    assert _users_statistics()[1] is not None
+    assert "users" not in refresh_statistics(engine)  # nothing changed since
