@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Response, redirect, render_template, request, url_for
+from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response as BaseResponse
 
 from models import audit, sign_in_events
@@ -62,24 +63,25 @@ def users_page(found: UserFilter) -> str:
     )
 
 
-def _shown_run(asgardeo_id: str) -> SyncRun | None:
-    """The single-user sync named by ``?run=`` (the one this admin just started), if it is this user's."""
+def _requested_run(session: Session) -> SyncRun | None:
+    """The run named by ``?run=`` (the single-user sync this admin just started), whatever it is."""
     run_id = optional_int_arg("run")
-    if run_id is None:
-        return None
-    with unit_of_work() as session:
-        run = get_run(session, run_id)
-    if run is None or run.kind != "user" or run.asgardeo_id != asgardeo_id:
-        return None
-    return run
+    return None if run_id is None else get_run(session, run_id)
 
 
 def user_page(user_id: int, *, refused: str | None = None) -> str:
     """The user's page; ``refused`` is why a just-posted edit was not saved (shown beside the form)."""
     with unit_of_work() as session:
+        # The run before the user and its audit rows: a sync commits them together, so a run read as finished has
+        # its changes in what is read after it. Read the other way round, a sync committing in between showed
+        # "succeeded, nothing changed" for a sync that had changed the user (seen once in CI).
+        requested = _requested_run(session)
         user = session.get(User, user_id)
         if user is None:
             raise APIError(404, "not_found", f"No user with id {user_id}.")
+        shown_run = (
+            requested if requested and requested.kind == "user" and requested.asgardeo_id == user.asgardeo_id else None
+        )
         provenance = audit.field_provenance(session, user_id, IDENTITY_FIELDS)
         history = audit.user_history(session, user_id, limit=HISTORY_SHOWN)
         sessions = open_sessions(session, user_id)
@@ -97,7 +99,7 @@ def user_page(user_id: int, *, refused: str | None = None) -> str:
         history=history,
         sessions=sessions,
         runs=runs,
-        shown_run=_shown_run(user.asgardeo_id),
+        shown_run=shown_run,
         run_changes=run_changes,
         roles=ROLES,
         failed_logins=failed_logins,
