@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +65,35 @@ def running_user_syncs(database_url: str | None = None) -> int:
     with reading(database_url) as session:
         query = select(func.count()).select_from(SyncRun).where(SyncRun.kind == "user", SyncRun.status == "running")
         return int(session.execute(query).scalar_one())
+
+
+def user_trail(asgardeo_ids: Sequence[str], database_url: str | None = None) -> dict[str, dict[str, list[str]]]:
+    """What happened to each user, for a failure message: their inbox events and single-user syncs in order, one
+    line each (no names or emails: types, statuses, times and errors)."""
+    from models.tables import SyncRun, WebhookEvent
+
+    trail: dict[str, dict[str, list[str]]] = {}
+    with reading(database_url) as session:
+        for asgardeo_id in asgardeo_ids:
+            events = session.execute(
+                select(WebhookEvent).where(WebhookEvent.asgardeo_id == asgardeo_id).order_by(WebhookEvent.id)
+            ).scalars()
+            runs = session.execute(
+                select(SyncRun).where(SyncRun.asgardeo_id == asgardeo_id).order_by(SyncRun.id)
+            ).scalars()
+            trail[asgardeo_id] = {
+                "events": [
+                    f"{e.id} {e.event_type} iat={e.iat} {e.status} attempts={e.attempts} received={e.received_at}"
+                    f" processed={e.processed_at} error={e.last_error}"
+                    for e in events
+                ],
+                "syncs": [
+                    f"{r.id} {r.kind} {r.trigger} {r.status} started={r.started_at} finished={r.finished_at}"
+                    f" error={r.error}"
+                    for r in runs
+                ],
+            }
+    return trail
 
 
 def local_users(database_url: str | None = None) -> dict[str, dict[str, Any]]:

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from localrun.embedded import free_port
-from tests.chaos.conftest import duplicate_usernames, inbox_counts, mismatches, running_user_syncs
+from tests.chaos.conftest import duplicate_usernames, inbox_counts, mismatches, running_user_syncs, user_trail
 from tests.chaos.hosts import Host, Hosts, HostsUnavailable, check_available, hosts
 from tests.chaos.tcp_proxy import TcpProxy
 from tests.chaos.test_faults import created_audits
@@ -201,7 +201,8 @@ def test_deliveries_survive_a_cut_off_worker_host_and_a_killed_one_across_four_h
     audits = created_audits()
     assert {audits.get(i) for i in ids} == {1}, {i: audits.get(i) for i in ids if audits.get(i) != 1}
     assert duplicate_usernames() == []
-    assert mismatches(deployment.admin.dump()) == []
+    found = mismatches(deployment.admin.dump())
+    assert found == [], (found, user_trail(sorted({line.split(":")[0] for line in found})))
 
     from tasks.reconcile import reconcile_all
     from tests.integration.sync_support import client_for, start_run
