@@ -145,6 +145,10 @@ class Settings(BaseSettings):
     housekeeping_batch_size: int = Field(default=500, ge=1, le=10_000)
     # One run stops after this long and reports what is left; the next run goes on from there.
     housekeeping_max_seconds: float = Field(default=300.0, gt=0)
+    # After each batch the run rests this many times as long as the batch took: at 3 it holds one Postgres backend
+    # at most a quarter of the time, so a large backlog (after downtime, or retention first switched on) goes out
+    # slowly rather than taking CPU from the intake on a small machine. 0 = no rest.
+    housekeeping_rest_ratio: float = Field(default=3.0, ge=0, le=100)
 
     flower_basic_auth: SecretStr | None = None
     flower_url: str = "http://127.0.0.1:5555"

@@ -39,6 +39,7 @@ def run(self: Any) -> dict[str, Any]:
         Retention.from_settings(settings),
         batch_size=settings.housekeeping_batch_size,
         max_seconds=settings.housekeeping_max_seconds,
+        rest_ratio=settings.housekeeping_rest_ratio,
     )
     if report.status != "refused":
         report.analyzed = refresh_statistics(get_engine())

@@ -27,6 +27,7 @@ from models.housekeeping import (
     housekeep,
     refresh_statistics,
 )
+from models.settings import get_settings
 from models.tables import AppSession, SyncRun, UserChange, WebhookEvent
 from models.users import upsert_users
 from tests.factories import login, make_user, user_record
@@ -82,8 +83,8 @@ def ids(model: Any) -> set[int]:
         return set(session.execute(select(model.id)).scalars())
 
 
-def run(retention: Retention = RETENTION, *, batch_size: int = 100, rest: bool = False) -> Report:
-    return housekeep(get_engine(), retention, batch_size=batch_size, max_seconds=60, rest=rest)
+def run(retention: Retention = RETENTION, *, batch_size: int = 100, rest_ratio: float = 0.0) -> Report:
+    return housekeep(get_engine(), retention, batch_size=batch_size, max_seconds=60, rest_ratio=rest_ratio)
 
 
 def test_inbox_keeps_failed_and_unapplied_events_and_recent_ones_and_removes_old_applied_and_ignored() -> None:
@@ -190,7 +191,7 @@ def test_two_runs_started_together_do_not_both_work() -> None:
 
     def one() -> None:
         start.wait()
-        reports.append(run(batch_size=50, rest=True))
+        reports.append(run(batch_size=50, rest_ratio=1.0))
 
     threads = [threading.Thread(target=one) for _ in range(2)]
     for thread in threads:
@@ -307,7 +308,13 @@ def test_a_large_backlog_goes_in_batches_while_a_concurrent_intake_keeps_its_p99
         paced_intake(url, seconds=2, rate=100)  # warm-up: connections, imports, prepared statements
         alone = paced_intake(url, seconds=10, rate=100)
         reports: list[Report] = []
-        worker = threading.Thread(target=lambda: reports.append(run(batch_size=500, rest=True)))
+        # As beat runs it: the default batch size and rest.
+        settings = get_settings()
+        worker = threading.Thread(
+            target=lambda: reports.append(
+                run(batch_size=settings.housekeeping_batch_size, rest_ratio=settings.housekeeping_rest_ratio)
+            )
+        )
         worker.start()
         beside = paced_intake(url, seconds=0, rate=100, while_running=worker.is_alive)
         worker.join()
@@ -317,7 +324,7 @@ def test_a_large_backlog_goes_in_batches_while_a_concurrent_intake_keeps_its_p99
     (report,) = reports
     assert report.status == "done"
     assert report.removed["inbox"] == backlog
-    assert report.batches >= backlog // 500
+    assert report.batches >= backlog // settings.housekeeping_batch_size
     assert len(beside) >= 200, "housekeeping ran too briefly to compare"
     baseline = max(p99(alone), p99(after))
     assert p99(beside) <= 2 * baseline, (p99(alone), p99(after), p99(beside), report.as_dict())
