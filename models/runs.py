@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.orm import Session
@@ -28,6 +28,9 @@ from sqlalchemy.orm import Session
 from models.advisory_locks import hold_advisory_lock
 from models.settings import get_settings
 from models.tables import SyncRun
+
+if TYPE_CHECKING:  # models.users imports the settings, which import models.users: no import at run time
+    from models.users import UpsertResult
 
 # Fixed 63-bit keys: stable across deployments, unlikely to meet anyone else's advisory lock in this database.
 RUN_LOCK_KEY = 0x4153_4744_5243_4E01  # "ASGDRCN" + 1
@@ -63,6 +66,11 @@ class Counters:
 
     def as_dict(self) -> dict[str, int | None]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def of_upsert(cls, result: UpsertResult) -> Counters:
+        """An upsert's share of a run's counts: a stale copy (older than the row) left its row unchanged."""
+        return cls(created=result.created, updated=result.updated, unchanged=result.unchanged + result.stale)
 
     def add(self, delta: Counters) -> None:
         """Add ``delta``'s counts to these; its ``total_results``, when known, replaces this one (it is a size, not

@@ -15,6 +15,7 @@ Functions take an open ``Session`` and never commit.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -425,9 +426,20 @@ def has_active_admin(session: Session) -> bool:
     return session.scalar(select(User.id).where(User.role == "admin", User.status == "active").limit(1)) is not None
 
 
-def count_not_deleted(session: Session) -> int:
-    """Users not deleted (inactive ones too): the population a deactivation guard's share is taken of."""
-    return session.execute(select(func.count()).where(User.status != "deleted")).scalar_one()
+@dataclass(frozen=True)
+class RetireLimit:
+    """How many users one run may retire: ``share`` of the ``population`` not deleted (inactive ones too)."""
+
+    population: int
+    allowed: int
+
+
+def retire_limit(session: Session, share: float) -> RetireLimit:
+    """The guard's limit for a run that retires users (the reconciliation, the drift check): ``share`` (the
+    RECONCILE_MAX_DEACTIVATE_SHARE setting) of the users not deleted, rounded down. Counts the table: take it only
+    once a user is missing."""
+    population = session.execute(select(func.count()).where(User.status != "deleted")).scalar_one()
+    return RetireLimit(population, math.floor(share * population))
 
 
 def unseen_by_run(session: Session, run_id: int, *, after_id: int, limit: int) -> list[tuple[int, str]]:

@@ -21,7 +21,6 @@ check still running when the next is due makes the next one skip.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -30,7 +29,7 @@ import orjson
 from models.clock import now_ms
 from models.db import unit_of_work
 from models.settings import get_settings
-from models.users import count_not_deleted, least_recently_confirmed, retire_absent, upsert_users
+from models.users import least_recently_confirmed, retire_absent, retire_limit, upsert_users
 from tasks import metrics
 from tasks.app import app
 from tasks.errors import DirectoryError, UserGone
@@ -71,8 +70,7 @@ def _sample(size: int) -> list[tuple[str, str]]:
 def _retire_limit() -> int:
     """How many users one check may retire: ``RECONCILE_MAX_DEACTIVATE_SHARE`` of those not deleted."""
     with unit_of_work() as session:
-        population = count_not_deleted(session)
-    return math.floor(get_settings().reconcile_max_deactivate_share * population)
+        return retire_limit(session, get_settings().reconcile_max_deactivate_share).allowed
 
 
 def _confirmed_gone(scim: ScimClient, asgardeo_id: str, username: str) -> bool:

@@ -113,9 +113,7 @@ def _apply_changed(scim: ScimClient, since_ms: int) -> Counters:
             publish_encoded(result.encoded_changes, result.created + result.updated)
             counters.pages_done += 1
             counters.seen += len(page.users)
-            counters.created += result.created
-            counters.updated += result.updated
-            counters.unchanged += result.unchanged + result.stale
+            counters.add(Counters.of_upsert(result))
     return counters
 
 

@@ -25,7 +25,6 @@ A listing that fails part-way marks the run ``failed`` and retires nobody. Re-ru
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -51,7 +50,7 @@ from models.runs import (
     start_full_run,
 )
 from models.settings import get_settings
-from models.users import Change, count_not_deleted, retire_absent, unseen_by_run, upsert_users
+from models.users import Change, retire_absent, retire_limit, unseen_by_run, upsert_users
 from tasks.app import app
 from tasks.arguments import positive_id
 from tasks.config_warnings import DIRECTORY_UNUSABLE, LAST_ADMIN_KEPT, record_warning
@@ -217,8 +216,8 @@ class _Retirement:
 def _retire_missing(scim: ScimClient, run_id: int, counters: Counters, report: Progress, share: float) -> _Retirement:
     """Confirm unseen users one by one; retire the really-gone unless the guard trips."""
     with unit_of_work() as session:
-        population = count_not_deleted(session)
-    allowed = math.floor(share * population)
+        limit = retire_limit(session, share)
+    population, allowed = limit.population, limit.allowed
     gone, unconfirmed = _confirm_missing(scim, run_id, counters, report, allowed)
     if len(gone) > allowed:
         log.warning(
@@ -263,9 +262,7 @@ def _confirm_missing(
             with unit_of_work() as session:
                 result = upsert_users(session, [record], source=SOURCE, run_id=run_id)
                 counters.seen += 1
-                counters.add(
-                    Counters(created=result.created, updated=result.updated, unchanged=result.unchanged + result.stale)
-                )
+                counters.add(Counters.of_upsert(result))
             publish_changes(result.changes)
         waits, waited_ms = scim.take_budget_waits()
         counters.budget_waits += waits

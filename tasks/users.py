@@ -139,8 +139,7 @@ def sync_user(
             role_map=get_settings().group_roles or None,
             stamp_seen=False,
         )
-        counters.created, counters.updated = result.created, result.updated
-        counters.unchanged = result.unchanged + result.stale
+        counters.add(Counters.of_upsert(result))
         finish_run(session, run_id, "succeeded", counters=counters)
     publish_changes(result.changes)
     action = result.changes[0].action if result.changes else "unchanged"

@@ -70,7 +70,7 @@ def test_approval_retires_only_the_really_gone_and_names_the_admin(directory: An
     assert (counts["retired"], counts["kept"], counts["undecided"]) == (4, 1, 0)
     with unit_of_work() as session:
         statuses = dict(
-            session.execute(select(User.asgardeo_id, User.status).where(User.asgardeo_id.in_(doomed))).tuples().all()
+            session.execute(select(User.asgardeo_id, User.status).where(User.asgardeo_id.in_(doomed))).all()
         )
         actors = set(session.execute(select(UserChange.actor).where(UserChange.source == "guard_review")).scalars())
         assert outcome_counts(session, run_id)["retired"] == 4
