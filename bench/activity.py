@@ -2,10 +2,10 @@
 
 :class:`Sampler` polls, every ``interval`` seconds on its own connection: Postgres's checkpoint counters, the
 autovacuum workers at work in the benchmark's database and on which table, lock waits, the inbox's live and dead
-rows, table sizes, rows deleted and ANALYZE runs per table, the broker's queue depth, the inbox backlog, and the CPU
-time and memory (RSS, whole process trees) of the product's processes and of Postgres. :func:`gc_env` puts
-bench/probe on ``PYTHONPATH``, so every Python process started with it logs its slow garbage collections (see
-bench/probe/sitecustomize.py), and :func:`read_gc_log` reads them back.
+rows, table sizes, rows deleted and ANALYZE runs per table, the broker's queue depth, the inbox backlog (events not
+applied yet), and the CPU time and memory (RSS, whole process trees) of the product's processes and of Postgres.
+:func:`gc_env` puts bench/probe on ``PYTHONPATH``, so every Python process started with it logs its slow garbage
+collections (see bench/probe/sitecustomize.py), and :func:`read_gc_log` reads them back.
 """
 
 from __future__ import annotations
@@ -33,8 +33,10 @@ SELECT
   (SELECT json_object_agg(relname, json_build_array(n_live_tup, n_dead_tup, autovacuum_count, autoanalyze_count,
                                                     pg_total_relation_size(relid), n_tup_del, analyze_count))
      FROM pg_stat_user_tables) AS tables,
-  (SELECT json_object_agg(status, n) FROM (SELECT status, count(*) AS n FROM webhook_events GROUP BY status) s)
-      AS inbox,
+  -- Only the backlog, through the status index: counting every status read the whole inbox each second, 20-77 ms
+  -- of a Postgres backend at 72,000 rows, which the soak then measured as the service's own stalls.
+  (SELECT json_object_agg(status, n) FROM (SELECT status, count(*) AS n FROM webhook_events
+                                           WHERE status IN ('received', 'queued') GROUP BY status) s) AS inbox,
   pg_backend_pid() AS backend_pid
 """
 

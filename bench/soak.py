@@ -208,7 +208,7 @@ def windows(
                 "worker_rss_mb": round(last.get("worker_rss_mb", 0.0), 1),
                 "rows": {t: tables.get(t, [0])[0] for t in SIDE_TABLES},
                 "bytes": {t: tables.get(t, [0, 0, 0, 0, 0])[4] for t in SIDE_TABLES},
-                "inbox_rows": sum(inbox.values()),
+                "inbox_rows": tables.get("webhook_events", [0])[0],
                 "cpu_pct": cpu,
             }
         )
