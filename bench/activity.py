@@ -3,7 +3,8 @@
 :class:`Sampler` polls, every ``interval`` seconds on its own connection: Postgres's checkpoint counters, the
 autovacuum workers at work in the benchmark's database and on which table, lock waits, the inbox's live and dead
 rows, table sizes, rows deleted and ANALYZE runs per table, the broker's queue depth, the inbox backlog (events not
-applied yet), and the CPU time and memory (RSS, whole process trees) of the product's processes and of Postgres.
+applied yet), the CPU time and memory (RSS, whole process trees) of the product's processes and of Postgres, and
+the machine's CPU and I/O pressure stalls.
 :func:`gc_env` puts bench/probe on ``PYTHONPATH``, so every Python process started with it logs its slow garbage
 collections (see bench/probe/sitecustomize.py), and :func:`read_gc_log` reads them back.
 """
@@ -67,6 +68,20 @@ def read_gc_log(log_path: Path) -> list[tuple[int, float, int, float]]:
         pid, at, generation, took, _ = line.split()
         rows.append((int(pid), float(at), int(generation), float(took)))
     return rows
+
+
+def _pressure() -> dict[str, int]:
+    """Linux's pressure-stall totals (microseconds since boot; empty where /proc/pressure is absent): ``cpu_wait_us``,
+    time some runnable task waited for a CPU, and ``io_wait_us``, time some task waited for I/O. A slow second with
+    a jump in one of them was the machine's, not the service's code."""
+    found: dict[str, int] = {}
+    for resource in ("cpu", "io"):
+        try:
+            line = Path(f"/proc/pressure/{resource}").read_text().splitlines()[0]
+        except OSError:
+            continue
+        found[f"{resource}_wait_us"] = int(line.rsplit("total=", 1)[1])
+    return found
 
 
 def tree(pid: int) -> list[psutil.Process]:
@@ -155,6 +170,7 @@ class Sampler:
                     sample["postgres_cpu_s"] = _usage(tree(postmaster.pid))[0]
                 # The whole machine, and this benchmark process alone (the load generator): what is left over is
                 # other people's work on a shared machine.
+                sample.update(_pressure())
                 total = psutil.cpu_times()
                 sample["machine_cpu_s"] = sum(total) - total.idle - getattr(total, "iowait", 0.0)
                 sample["generator_cpu_s"] = _usage([psutil.Process()])[0]

@@ -39,7 +39,7 @@ from typing import Any
 from bench._support import ROOT, SECRET, load, services
 from bench.activity import Sampler, gc_env, read_gc_log, tree
 from bench.load import pct
-from bench.stalls import per_second
+from bench.stalls import median_second, per_second
 
 RESULTS = ROOT / "bench" / "results" / "soak.json"
 EVENT_URI = "https://schemas.identity.wso2.org/events/user/event-type/{}"
@@ -294,6 +294,7 @@ def main() -> int:
     collections = read_gc_log(gc_log)
     seconds = per_second([(at - start, ms, st) for at, ms, st in samples], start, activity, collections, members)
     report["slowest_seconds"] = sorted(seconds, key=lambda r: -r["p99_ms"])[:SLOWEST_SECONDS]
+    report["median_second"] = median_second(seconds)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"args": vars(args), "windows": rows, **report}, indent=2) + "\n")
     print_report(args, rows, report)
@@ -403,6 +404,12 @@ def print_report(args: argparse.Namespace, rows: list[dict[str, Any]], report: d
     print(f"tables once the retention window is reached: {report['after_retention_window']}")
     ledger = report["ledger"]
     print(f"ledger: {ledger}")
+    typical = report["median_second"]
+    print(
+        f"median second: p99 {typical.get('p99_ms')} ms | cpu% web {typical.get('web_cpu_pct', '-')} worker"
+        f" {typical.get('worker_cpu_pct', '-')} pg {typical.get('postgres_cpu_pct', '-')} | waited for cpu"
+        f" {typical.get('cpu_wait_ms', '-')} ms, io {typical.get('io_wait_ms', '-')} ms"
+    )
     print("slowest seconds (from the start), with what coincided:")
     for r in report["slowest_seconds"]:
         print(
@@ -412,6 +419,7 @@ def print_report(args: argparse.Namespace, rows: list[dict[str, Any]], report: d
             f" deleted {r.get('deleted') or '-'} | analyzed {r.get('analyzed') or '-'} |"
             f" autovacuum {r['autovacuum'] or '-'} | cpu% web {r.get('web_cpu_pct', '-')} worker"
             f" {r.get('worker_cpu_pct', '-')} pg {r.get('postgres_cpu_pct', '-')} others {r.get('others_cpu_pct', '-')}"
+            f" | waited for cpu {r.get('cpu_wait_ms', '-')} ms, io {r.get('io_wait_ms', '-')} ms"
         )
     print(f"written {RESULTS.relative_to(ROOT)}")
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -72,10 +73,24 @@ def per_second(
             row["analyzed"] = sorted(t for t in last["tables"] if _stat(last, t, 6) > _stat(first, t, 6))
             for name in ("web", "worker", "postgres", "machine", "generator"):
                 row[f"{name}_cpu_pct"] = round(100 * (last[f"{name}_cpu_s"] - first[f"{name}_cpu_s"]) / span)
+            for resource in ("cpu", "io"):
+                if f"{resource}_wait_us" in last and f"{resource}_wait_us" in first:
+                    waited_ms = (last[f"{resource}_wait_us"] - first[f"{resource}_wait_us"]) / 1000
+                    row[f"{resource}_wait_ms"] = round(waited_ms / span)
             ours = sum(row[f"{name}_cpu_pct"] for name in ("web", "worker", "postgres", "generator"))
             row["others_cpu_pct"] = max(0, row["machine_cpu_pct"] - ours)
         rows.append(row)
     return rows
+
+
+def median_second(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """The median of each numeric figure over every second: what the slowest seconds are to be read against."""
+    names = [k for k, v in rows[0].items() if isinstance(v, int | float) and k != "s"] if rows else []
+    return {
+        name: round(statistics.median(values), 1)
+        for name in names
+        if (values := [r[name] for r in rows if isinstance(r.get(name), int | float) and r[name] == r[name]])
+    }
 
 
 def main() -> None:
@@ -142,7 +157,8 @@ def main() -> None:
             f"  s={r['s']} p99 {r['p99_ms']} ms max {r['max_ms']} ms, web gc max {r['web_gc_max_ms']} ms, "
             f"autovacuum {r['autovacuum'] or '-'}, checkpoint {r.get('checkpoint', 0)}, queue {r['queue']}, "
             f"cpu% of others on the machine {r.get('others_cpu_pct', '-')}, deleted {r.get('deleted') or '-'}, "
-            f"analyzed {r.get('analyzed') or '-'}"
+            f"analyzed {r.get('analyzed') or '-'}, waited for cpu {r.get('cpu_wait_ms', '-')} ms,"
+            f" for io {r.get('io_wait_ms', '-')} ms"
         )
     print(f"autovacuum/analyze counts at end: { {t: v[2:4] for t, v in last.items()} }")
     print(f"written {RESULTS.relative_to(ROOT)}")
