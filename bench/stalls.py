@@ -85,7 +85,8 @@ def per_second(
 
 def median_second(rows: list[dict[str, Any]]) -> dict[str, float]:
     """The median of each numeric figure over every second: what the slowest seconds are to be read against."""
-    names = [k for k, v in rows[0].items() if isinstance(v, int | float) and k != "s"] if rows else []
+    # Every figure any second has: the first second has no CPU figures (no sample before it).
+    names = list(dict.fromkeys(k for r in rows for k, v in r.items() if isinstance(v, int | float) and k != "s"))
     return {
         name: round(statistics.median(values), 1)
         for name in names
@@ -138,7 +139,7 @@ def main() -> None:
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     head = (
         "   s     n   p50    p99    max | web gc ms/full/max | wrk gc ms/full/max | ckpt  lockw queue |"
-        " cpu% web wrk pg gen others | autovacuum"
+        " cpu% web wrk pg gen others | wait cpu io ms | autovacuum"
     )
     print(head)
     for r in rows:
@@ -149,8 +150,10 @@ def main() -> None:
             f" {r.get('checkpoint', 0):3d} {r['lock_waits']:5d} {r['queue']:5d} |"
             f" {r.get('web_cpu_pct', 0):4d} {r.get('worker_cpu_pct', 0):4d} {r.get('postgres_cpu_pct', 0):4d}"
             f" {r.get('generator_cpu_pct', 0):4d} {r.get('others_cpu_pct', 0):4d} |"
+            f" {r.get('cpu_wait_ms', 0):4d} {r.get('io_wait_ms', 0):3d} |"
             f" {r['autovacuum']}"
         )
+    print(f"median second: {median_second(rows)}")
     print("slowest seconds by p99:")
     for r in sorted(rows, key=lambda r: -r["p99_ms"])[:6]:
         print(
