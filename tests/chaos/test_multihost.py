@@ -92,6 +92,10 @@ def deployment(clean_db: None, clean_redis: None, monkeypatch: pytest.MonkeyPatc
                 REFRESH_COALESCE_SECONDS="0.2",
                 EVENT_REQUEUE_AFTER_SECONDS="3",
                 WORKER_CONCURRENCY="2",
+                # Each worker stands for a machine of its own, where no web tier competes for its CPU; the Procfile's
+                # niceness is for a worker beside the web tier. Here all "hosts" share two cores, and a niced worker
+                # took over 60 s to answer its first ping behind nice-0 load.
+                WORKER_NICE="0",
                 ASGARDEO_BASE_URL=handle.base_url,
             )
             # The stores as the other hosts see them: the store host's bridge address, forwarded to its loopback.
