@@ -16,8 +16,9 @@ index in time order and locked with ``SKIP LOCKED`` (a row a worker holds is lef
 deleted, so no table lock is ever taken. A cursor on the indexed time column makes each batch start where the last
 ended, rather than walking again over the index entries of rows it just deleted. Between batches the run rests a
 multiple of the time the batch took (``rest_ratio``, HOUSEKEEPING_REST_RATIO), so it takes at most a known share of
-one Postgres backend from intake and apply: resting only as long as each batch (half a backend) cost a 400,000-row
-backlog's intake p99 7x its usual value on a busy 2-core CI machine.
+one Postgres backend from intake and apply. Resting only as long as each batch (half a backend) went with a
+400,000-row backlog's intake p99 at 7x its usual value in one CI run on a busy 2-core machine (not reproduced on a
+quiet one, where both paces were within noise).
 
 One run at a time: :func:`housekeep` takes a session-level advisory lock without waiting (as the reconciliation
 does) and a second caller gets a ``refused`` report. Re-running is always safe; a run that reaches its time budget
