@@ -37,8 +37,14 @@ if __name__ == "__main__":
         for check in (["ruff", "check", "."], ["ruff", "format", "--check", "."], ["mypy"]):
             print(f"[test] {' '.join(check)}", flush=True)
             subprocess.run([python, "-m", *check], check=True)
+    # Without column positions no traceback parses source with ``ast``. In CPython 3.11 a garbage collection during
+    # pytest's own ``ast.parse`` (formatting a failure) can run a finalizer that fails, e.g. Celery's
+    # ``AsyncResult.__del__`` once a test's result store is gone; formatting that exception parsed source again,
+    # inside the first parse, and pytest died on "AST constructor recursion depth mismatch" before it printed the
+    # failure (CI, 2026-12-06; reproduced with a failing ``__del__`` in a reference cycle, gone with this flag).
+    pytest = [python, "-X", "no_debug_ranges", "-m", "pytest"]
     paths_given = any(not arg.startswith("-") and os.path.exists(arg.split("::")[0]) for arg in args)
-    first = subprocess.run([python, "-m", "pytest", *args], check=False).returncode
+    first = subprocess.run([*pytest, *args], check=False).returncode
     if first != 0 or paths_given or os.environ.get("BROKER_UNDER_TEST"):
         sys.exit(first)
     reason = rabbitmq_unavailable(python)
@@ -47,4 +53,4 @@ if __name__ == "__main__":
         sys.exit(1 if os.environ.get("CI") == "true" else 0)
     print(f"[test] RabbitMQ pass: {' '.join(RABBITMQ_PASS)} with BROKER_UNDER_TEST=rabbitmq", flush=True)
     env = {**os.environ, "BROKER_UNDER_TEST": "rabbitmq"}
-    sys.exit(subprocess.run([python, "-m", "pytest", *args, *RABBITMQ_PASS], env=env, check=False).returncode)
+    sys.exit(subprocess.run([*pytest, *args, *RABBITMQ_PASS], env=env, check=False).returncode)
