@@ -2,8 +2,9 @@
 
 :func:`apply_event` takes an inbox row id. In one transaction it locks the row, maps the event to the user rules of
 :mod:`models.users` (stale guard, tombstones, audit, session revocation all live there) and marks the row done, so a
-worker killed mid-event leaves nothing half-applied and the redelivered message applies it once. What follows the
-commit (the live stream, a SCIM refresh) is the caller's: :class:`AppliedEvent` says what to do.
+worker killed mid-event leaves nothing half-applied and the redelivered message applies it once. A partial event's
+SCIM refresh is requested inside that transaction, before the commit, so the event is never applied without it. What
+follows the commit (the live stream) is the caller's: :class:`AppliedEvent` says what changed.
 
 The mapping (:func:`plan_event`, :func:`claims_to_fields`) is pure, so every event type is unit-tested.
 """
@@ -171,6 +172,10 @@ class ApplyServices:
     last_admin_kept: Callable[[int], None]
     # Told the type of each login or token event (they are counted, nothing else).
     sign_in_event: Callable[[str], None]
+    # Asked for a SCIM refresh of a user whose event was partial, before the event's commit; raises when the request
+    # cannot be queued, and the event stays unapplied. Queued after the commit, the refresh was lost when the broker
+    # refused it or the worker died in between, and a user first seen through an update kept no username.
+    request_refresh: Callable[[str], None]
 
 
 @dataclass
@@ -179,8 +184,6 @@ class AppliedEvent:
 
     status: str
     changes: list[Change] = field(default_factory=list)
-    # The user to refresh from SCIM: a partial event cannot say everything about them.
-    refresh_asgardeo_id: str | None = None
     jti: str | None = None
 
 
@@ -188,7 +191,7 @@ def apply_event(event_id: int, *, services: ApplyServices) -> AppliedEvent:
     """Apply one inbox event and mark it done, in one transaction. Safe to re-run: a done event is skipped.
 
     Raises :class:`PermanentEventError` (or another ``ValueError``) for an event that can never apply, and database
-    errors (or the role reader's) for the caller to retry.
+    errors (or the role reader's, or the refresh request's) for the caller to retry.
     """
     with unit_of_work() as session:
         row = inbox.claim_for_apply(session, event_id)
@@ -223,14 +226,12 @@ def _apply_row(session: Session, row: WebhookEvent, services: ApplyServices) -> 
             session, row.asgardeo_id, plan.patch, source_version=row.iat, source="webhook", event_jti=row.jti
         )
         changes = [change] if change is not None else []
+    if plan.refresh:
+        # A partial event cannot say everything about the user (one first seen through it has no username yet).
+        services.request_refresh(row.asgardeo_id)
     inbox.finish(session, row, "applied")
     log.info("event applied", extra={"changes": len(changes)})
-    return AppliedEvent(
-        status="applied",
-        changes=changes,
-        refresh_asgardeo_id=row.asgardeo_id if plan.refresh else None,
-        jti=row.jti,
-    )
+    return AppliedEvent(status="applied", changes=changes, jti=row.jti)
 
 
 def _apply_security_event(session: Session, row: WebhookEvent, event: Mapping[str, Any]) -> AppliedEvent:

@@ -1,10 +1,11 @@
 """The Celery tasks over inbox events, and the lean publisher that sends ``events.apply_batch``.
 
 ``events.apply_batch`` takes a list of inbox row ids (the intake's publisher sends up to 20 per message) and, for
-each in turn, calls :func:`models.events.apply_event` (one transaction: the rules and the row's status live there).
-After the commits it publishes the batch's changes to the live stream and, for a partial event (a profile delta, a
-status flip), asks for a coalesced SCIM refresh of the user. An event that meets a transient error is handed to
-``events.apply``, which retries one event with backoff; an event that can never apply is recorded as ``failed``.
+each in turn, calls :func:`models.events.apply_event` (one transaction: the rules and the row's status live there;
+a partial event, a profile delta or a status flip, queues a coalesced SCIM refresh of its user before its commit).
+After the commits it publishes the batch's changes to the live stream. An event that meets a transient error is
+handed to ``events.apply``, which retries one event with backoff; an event that can never apply is recorded as
+``failed``; an event whose refresh the broker refused stays ``queued``, with the rest of its batch, for the relay.
 
 ``events.relay`` (beat, every 30 s) re-sends events that have no message in the broker: ``received`` ones (the
 intake's publish failed) and ``queued`` ones older than ``EVENT_REQUEUE_AFTER_SECONDS`` (the message was lost).
@@ -63,14 +64,23 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# What a publish to the broker raises when it cannot be done (kombu wraps most; a socket error may come through).
+PUBLISH_ERRORS: tuple[type[BaseException], ...] = (kombu.exceptions.KombuError, redis.RedisError, OSError)
+
+
 def _read_role_members(role_id: str) -> list[str] | None:
     return ScimClient().get_role_members(role_id)
+
+
+def _request_refresh(asgardeo_id: str) -> None:
+    request_user_refresh(asgardeo_id, trigger="event")
 
 
 SERVICES = ApplyServices(
     read_role_members=_read_role_members,
     last_admin_kept=lambda user_id: record_warning(LAST_ADMIN_KEPT, user_id=user_id),
     sign_in_event=lambda event_type: metrics.inc("identity_events", event_type=event_type),
+    request_refresh=_request_refresh,
 )
 
 
@@ -123,17 +133,22 @@ def apply(self: Task, event_id: int) -> str:
     if positive_id(event_id) is None:
         log.warning("events.apply called with a malformed event id; ignored", extra={"event_id": repr(event_id)[:40]})
         return "rejected"
-    outcome = apply_recorded(event_id)
+    try:
+        outcome = apply_recorded(event_id)
+    except PUBLISH_ERRORS as exc:
+        # Its refresh could not be queued, so nothing of it was committed; a retry would need the same broker.
+        log.warning("event left for the relay", extra={"event_id": event_id, "error": short_error(exc)})
+        return "left for the relay"
     publish_changes(outcome.changes)
     return outcome.status
 
 
 def apply_recorded(event_id: int) -> AppliedEvent:
-    """Apply one event, count it, and (after its commit) ask for a refresh of its user; the caller publishes the
-    outcome's changes to the live stream.
+    """Apply one event and count it; the caller publishes the outcome's changes to the live stream.
 
     A permanent error marks the event ``failed`` (that is the outcome); a transient one propagates, for the caller
-    to retry.
+    to retry, and so does a refresh the broker refused (:data:`PUBLISH_ERRORS`), for the caller to leave the event
+    to the relay.
     """
     with logs.bind(event_id=event_id):
         try:
@@ -146,12 +161,6 @@ def apply_recorded(event_id: int) -> AppliedEvent:
             metrics.inc("events_applied", outcome="failed")
             return AppliedEvent(status="failed")
         metrics.inc("events_applied", outcome=applied.status)
-        if applied.refresh_asgardeo_id is not None:
-            try:
-                request_user_refresh(applied.refresh_asgardeo_id, trigger="event")
-            except (kombu.exceptions.KombuError, redis.RedisError, OSError):
-                # The event is applied; the nightly reconciliation covers a refresh that could not be queued.
-                log.warning("user refresh could not be queued", extra={"user_id": applied.refresh_asgardeo_id})
         return applied
 
 
@@ -164,7 +173,8 @@ def apply_batch(event_ids: list[int]) -> int:
     batch's changes go to the live stream in one message at its end. At the first transient error the event and
     every one after it go to :func:`apply`, one message each, with that task's retries and backoff: a database that
     is away is not tried once per event here. If even that send fails the task fails, its events stay ``queued``,
-    and the relay re-sends them. Safe to re-run: a done event is skipped.
+    and the relay re-sends them; so do the event whose refresh the broker refused and the rest. Safe to re-run: a
+    done event is skipped.
     """
     ids = event_ids if isinstance(event_ids, list) else []
     if not ids or len(ids) > APPLY_BATCH_MAX or any(positive_id(event_id) is None for event_id in ids):
@@ -180,6 +190,11 @@ def apply_batch(event_ids: list[int]) -> int:
                 log.warning("events left for one-by-one retries", extra={"count": len(rest), "error": short_error(exc)})
                 for later in rest:
                     apply.apply_async((later,))
+                return done
+            except PUBLISH_ERRORS as exc:
+                # The broker refused a refresh, so it would refuse the retries' messages too: this event (nothing of
+                # it committed) and the rest stay queued, and the relay re-sends them.
+                log.warning("events left for the relay", extra={"count": len(ids) - done, "error": short_error(exc)})
                 return done
         return len(ids)
     finally:

@@ -6,13 +6,14 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import kombu.exceptions
 import pytest
 import requests
 from sqlalchemy import func, select
 
 from models.clock import now_ms
 from models.db import SessionFactory, get_engine, unit_of_work
-from models.tables import AppSession, User, UserChange, WebhookEvent
+from models.tables import AppSession, SyncRun, User, UserChange, WebhookEvent
 from tasks.events import ApplyPublisher, relay
 from tests.polling import wait_for
 from tests.recording_publisher import install_publisher
@@ -263,16 +264,18 @@ def test_a_failed_event_stores_a_short_error_without_the_rows_values(live_server
     assert len(row.last_error or "") <= 200
 
 
-def _stored_event(asgardeo_id: str) -> int:
-    """A ``queued`` userCreated event in the inbox, as the intake leaves it; returns its id."""
+def _stored_event(asgardeo_id: str, name: str = "userCreated", **user_part: Any) -> int:
+    """A ``queued`` event ``name`` in the inbox, as the intake leaves it (a ``userCreated`` one with a username by
+    default); returns its id."""
+    body = event(name, asgardeo_id, **(user_part or {"claims": claims(username=f"{asgardeo_id}@example.com")}))
     with unit_of_work() as session:
         row = WebhookEvent(
-            jti=str(uuid.uuid4()),
-            event_type="userCreated",
-            event_uri="https://schemas.identity.wso2.org/events/user/event-type/userCreated",
+            jti=body["jti"],
+            event_type=name,
+            event_uri=next(iter(body["events"])),
             asgardeo_id=asgardeo_id,
-            iat=now_ms(),
-            payload=event("userCreated", asgardeo_id, claims=claims(username=f"{asgardeo_id}@example.com")),
+            iat=body["iat"],
+            payload=body,
             status="queued",
         )
         session.add(row)
@@ -341,3 +344,40 @@ def test_a_malformed_batch_changes_nothing(value: Any) -> None:
     assert apply_batch(value) == 0
     with SessionFactory() as session:
         assert session.execute(select(func.count()).select_from(WebhookEvent)).scalar_one() == 0
+
+
+def test_an_event_whose_refresh_cannot_be_queued_stays_unapplied_until_the_refresh_is_queued(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A partial event is applied only together with its refresh: were the refresh lost after the commit (a broker
+    away, a worker killed in between), a user first seen through an update would keep no username until the nightly
+    run. The refresh is queued before the commit, so a broker that refuses it leaves the event for the relay."""
+    from tasks import coalesce
+    from tasks.events import apply, apply_batch
+    from tasks.redis_client import get_redis, key
+
+    uid = str(uuid.uuid4())
+    update = _stored_event(uid, "userProfileUpdated", updatedClaims=claims(first_name="New"))
+
+    def broker_away(*args: Any, **kwargs: Any) -> None:
+        raise kombu.exceptions.OperationalError("[Errno 111] Connection refused")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(coalesce.app, "send_task", broker_away)
+        assert apply_batch([update]) == 0
+        # Released at once (the window is 0.2 s here), so the retry's refresh is not taken as already requested.
+        assert not get_redis().exists(key(f"refresh:{uid}"))
+        assert apply(update) == "left for the relay"
+    assert _event_row(update).status == "queued"
+    assert user(uid) is None  # nothing of the event committed
+
+    assert apply_batch([update]) == 1
+    assert _event_row(update).status == "applied"
+    assert user(uid) is not None
+
+    def user_syncs() -> int:
+        with SessionFactory() as session:
+            query = select(func.count()).select_from(SyncRun).where(SyncRun.kind == "user", SyncRun.asgardeo_id == uid)
+            return int(session.execute(query).scalar_one())
+
+    wait_for(user_syncs, what="the refresh queued with the event, run by the worker")
