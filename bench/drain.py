@@ -6,10 +6,11 @@
 The intake (gunicorn as configured) accepts ``--events`` signed ``userCreated`` deliveries with no worker running,
 so each waits in the inbox with its message in the broker; then a Celery worker starts (``--concurrency`` prefork
 processes) and the clock runs from its first applied event until every event is applied. Reported: events applied
-per second, the worker process tree's CPU time per event, and the same-run baseline: ``events.apply``'s own function
-called in this process on a second backlog of the same shape (no broker, no Celery), per second and CPU per event.
-The difference is what Celery's messaging, the prefork pool and the task events cost. Loopback only, bounded in
-time; fails loudly unless every accepted event was applied. Results go to ``bench/results/drain.json``.
+per second, the worker process tree's CPU time per event, and the same-run baseline: ``events.apply_batch``'s own
+function (on batches of the publisher's size) called in this process on a second backlog of the same shape (no
+broker, no Celery), per second and CPU per event. The difference is what Celery's messaging, the prefork pool and
+the task events cost. Loopback only, bounded in time; fails loudly unless every accepted event was applied. Results
+go to ``bench/results/drain.json``.
 """
 
 from __future__ import annotations
@@ -75,14 +76,17 @@ def worker_drain(env: dict[str, str], events: int, concurrency: int, extra: list
 
 
 def direct_apply(ids: list[int]) -> dict[str, float]:
-    """The task's own function, called here one event after another: the floor the worker is compared with."""
-    from models.events import apply_event
-    from tasks.events import SERVICES
+    """The task's own function, called here on batches of the publisher's size one after another: the floor the
+    worker is compared with."""
+    from models.events import apply_events
+    from tasks.events import APPLY_BATCH_SIZE, SERVICES
 
     wall, cpu = time.perf_counter(), time.process_time()
-    for event_id in ids:
-        if apply_event(event_id, services=SERVICES).status != "applied":
-            raise SystemExit(f"event {event_id} was not applied")
+    for start in range(0, len(ids), APPLY_BATCH_SIZE):
+        batch = ids[start : start + APPLY_BATCH_SIZE]
+        outcomes = apply_events(batch, services=SERVICES)
+        if any(outcome.status != "applied" for outcome in outcomes):
+            raise SystemExit(f"a batch of {batch[0]}..{batch[-1]} was not wholly applied")
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return {"events": len(ids), "per_second": len(ids) / wall, "cpu_ms_per_event": cpu / len(ids) * 1000}
 
@@ -102,7 +106,7 @@ def main() -> None:
     ratio = worker["per_second"] / direct["per_second"]
     print(f"worker drain (celery -c {args.concurrency}): {worker['per_second']:.0f} events/s, "
           f"{worker['cpu_ms_per_event']:.2f} ms worker CPU per event (n={worker['events']:.0f})")  # fmt: skip
-    print(f"direct apply_event loop (one thread): {direct['per_second']:.0f} events/s, "
+    print(f"direct apply_events loop (one thread): {direct['per_second']:.0f} events/s, "
           f"{direct['cpu_ms_per_event']:.2f} ms CPU per event (n={direct['events']:.0f})")  # fmt: skip
     print(f"ratio worker/direct: {ratio:.2f}x events/s")
     RESULTS.write_text(json.dumps({"worker": worker, "direct": direct, "args": vars(args)}, indent=2))

@@ -10,7 +10,7 @@ Functions take an open ``Session`` and never commit.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -191,6 +191,15 @@ def claim_for_apply(session: Session, event_id: int) -> WebhookEvent | None:
     if row is None or row.status in DONE_STATUSES:
         return None
     return row
+
+
+def claim_many_for_apply(session: Session, event_ids: Iterable[int]) -> dict[int, WebhookEvent]:
+    """Lock several events for applying, by id, leaving out the unknown and the done ones. Locked in id order, so two
+    batches that share events (a relayed one and the original) wait for each other rather than deadlock."""
+    rows = session.execute(
+        select(WebhookEvent).where(WebhookEvent.id.in_(list(event_ids))).order_by(WebhookEvent.id).with_for_update()
+    ).scalars()
+    return {row.id: row for row in rows if row.status not in DONE_STATUSES}
 
 
 def finish(session: Session, row: WebhookEvent, status: str, *, note: str | None = None) -> None:

@@ -1,7 +1,8 @@
 """The Celery tasks over inbox events, and the lean publisher that sends ``events.apply_batch``.
 
-``events.apply_batch`` takes a list of inbox row ids (the intake's publisher sends up to 20 per message) and, for
-each in turn, calls :func:`models.events.apply_event` (one transaction: the rules and the row's status live there;
+``events.apply_batch`` takes a list of inbox row ids (the intake's publisher sends up to 20 per message) and applies
+them in one transaction through :func:`models.events.apply_events`; if any of them fails it takes them again, each
+through :func:`models.events.apply_event` in a transaction of its own (the rules and the row's status live there;
 a partial event, a profile delta or a status flip, queues a coalesced SCIM refresh of its user before its commit).
 After the commits it publishes the batch's changes to the live stream. An event that meets a transient error is
 handed to ``events.apply``, which retries one event with backoff; an event that can never apply is recorded as
@@ -28,7 +29,7 @@ from sqlalchemy import exc as sa_exc
 
 from models import inbox, logs
 from models.db import unit_of_work
-from models.events import AppliedEvent, ApplyServices, apply_event, short_error
+from models.events import AppliedEvent, ApplyServices, apply_event, apply_events, short_error
 from models.settings import get_settings
 from models.users import Change
 from tasks import metrics
@@ -66,6 +67,10 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 # What a publish to the broker raises when it cannot be done (kombu wraps most; a socket error may come through).
 PUBLISH_ERRORS: tuple[type[BaseException], ...] = (kombu.exceptions.KombuError, redis.RedisError, OSError)
+
+# What makes a batch fall back to one transaction per event: an event's permanent error (a ValueError such as
+# PermanentEventError, or a value Postgres refuses), a transient one, or a refresh the broker refused.
+ONE_BY_ONE_ERRORS: tuple[type[BaseException], ...] = (ValueError, sa_exc.DataError, *TRANSIENT_ERRORS, *PUBLISH_ERRORS)
 
 
 def _read_role_members(role_id: str) -> list[str] | None:
@@ -166,15 +171,13 @@ def apply_recorded(event_id: int) -> AppliedEvent:
 
 @app.task(name=APPLY_BATCH_TASK, acks_late=True, ignore_result=True)
 def apply_batch(event_ids: list[int]) -> int:
-    """Apply several inbox events, one transaction each, in order; returns how many were handled here.
+    """Apply several inbox events in order, in one transaction; returns how many were handled here.
 
     Celery's own cost per message (the broker's round trips, the prefork pool's hand-off, the monitoring events) was
     larger than an event's whole apply, so the publisher sends up to :data:`APPLY_BATCH_SIZE` ids per message; the
-    batch's changes go to the live stream in one message at its end. At the first transient error the event and
-    every one after it go to :func:`apply`, one message each, with that task's retries and backoff: a database that
-    is away is not tried once per event here. If even that send fails the task fails, its events stay ``queued``,
-    and the relay re-sends them; so do the event whose refresh the broker refused and the rest. Safe to re-run: a
-    done event is skipped.
+    batch's changes go to the live stream in one message at its end. When any event of the batch fails, nothing of
+    the batch is committed and :func:`_apply_one_by_one` takes the events again, one transaction each. Safe to
+    re-run: a done event is skipped.
     """
     ids = event_ids if isinstance(event_ids, list) else []
     if not ids or len(ids) > APPLY_BATCH_MAX or any(positive_id(event_id) is None for event_id in ids):
@@ -182,23 +185,42 @@ def apply_batch(event_ids: list[int]) -> int:
         return 0
     changes: list[Change] = []
     try:
-        for done, event_id in enumerate(ids):
-            try:
-                changes.extend(apply_recorded(event_id).changes)
-            except TRANSIENT_ERRORS as exc:
-                rest = ids[done:]
-                log.warning("events left for one-by-one retries", extra={"count": len(rest), "error": short_error(exc)})
-                for later in rest:
-                    apply.apply_async((later,))
-                return done
-            except PUBLISH_ERRORS as exc:
-                # The broker refused a refresh, so it would refuse the retries' messages too: this event (nothing of
-                # it committed) and the rest stay queued, and the relay re-sends them.
-                log.warning("events left for the relay", extra={"count": len(ids) - done, "error": short_error(exc)})
-                return done
+        try:
+            outcomes = apply_events(ids, services=SERVICES)
+        except ONE_BY_ONE_ERRORS as exc:
+            log.info("batch rolled back; applying its events one by one", extra={"error": short_error(exc)})
+            return _apply_one_by_one(ids, changes)
+        for outcome in outcomes:
+            metrics.inc("events_applied", outcome=outcome.status)
+            changes.extend(outcome.changes)
         return len(ids)
     finally:
         publish_changes(changes)
+
+
+def _apply_one_by_one(ids: list[int], changes: list[Change]) -> int:
+    """Apply the events one transaction each, adding to ``changes``; returns how many were handled here.
+
+    A permanent error fails only its event. At the first transient error the event and every one after it go to
+    :func:`apply`, one message each, with that task's retries and backoff: a database that is away is not tried once
+    per event here. If even that send fails the task fails, its events stay ``queued``, and the relay re-sends them;
+    so do the event whose refresh the broker refused and the rest.
+    """
+    for done, event_id in enumerate(ids):
+        try:
+            changes.extend(apply_recorded(event_id).changes)
+        except TRANSIENT_ERRORS as exc:
+            rest = ids[done:]
+            log.warning("events left for one-by-one retries", extra={"count": len(rest), "error": short_error(exc)})
+            for later in rest:
+                apply.apply_async((later,))
+            return done
+        except PUBLISH_ERRORS as exc:
+            # The broker refused a refresh, so it would refuse the retries' messages too: this event (nothing of
+            # it committed) and the rest stay queued, and the relay re-sends them.
+            log.warning("events left for the relay", extra={"count": len(ids) - done, "error": short_error(exc)})
+            return done
+    return len(ids)
 
 
 @app.task(name="events.relay", acks_late=True, ignore_result=True)

@@ -337,6 +337,33 @@ def test_a_batch_applies_each_event_and_hands_the_rest_to_retries_at_a_transient
     assert {_event_row(i).status for i in ids} == {"applied"}
 
 
+def test_a_batch_with_an_event_that_can_never_apply_applies_the_others_and_fails_only_that_one() -> None:
+    """The batch is one transaction; the hostile event rolls it back, and one transaction per event follows."""
+    from tasks.events import apply_batch
+
+    uids = [str(uuid.uuid4()) for _ in range(3)]
+    hostile = [{"uri": "http://wso2.org/claims/givenname", "value": {"$ne": 1}}]
+    ids = [_stored_event(uids[0]), _stored_event(uids[1], claims=hostile), _stored_event(uids[2])]
+    assert apply_batch(ids) == 3
+    assert [_event_row(i).status for i in ids] == ["applied", "failed", "applied"]
+    assert [_event_row(i).attempts for i in ids] == [1, 1, 1]  # the rolled-back batch counted no attempt
+    assert [user(uid) is not None for uid in uids] == [True, False, True]
+
+
+def test_a_batch_applies_events_of_one_user_in_order_and_an_id_listed_twice_once() -> None:
+    from tasks.events import apply_batch
+
+    uid = str(uuid.uuid4())
+    create = _stored_event(uid)
+    update = _stored_event(uid, "userProfileUpdated", updatedClaims=claims(first_name="Later"))
+    assert apply_batch([create, update, create]) == 3
+    found = user(uid)
+    assert found is not None
+    assert (found.username, found.first_name) == (f"{uid}@example.com", "Later")
+    assert audit_count(uid) == 2  # created, then updated; the repeated create was skipped
+    assert {_event_row(i).status for i in (create, update)} == {"applied"}
+
+
 @pytest.mark.parametrize("value", [[], [0], [1, "2"], "1,2", [1] * 1001, None, {"ids": [1]}])
 def test_a_malformed_batch_changes_nothing(value: Any) -> None:
     from tasks.events import apply_batch
