@@ -264,7 +264,7 @@ def drain_rows() -> list[Row]:
         Row(
             f"worker apply throughput (backlog, celery -c {concurrency})",
             f"{worker['per_second']:.0f} events/s",
-            f"direct apply_event loop {direct['per_second']:.0f}/s",
+            f"direct apply_events loop {direct['per_second']:.0f}/s",
             _ratio(worker["per_second"], direct["per_second"]),
             ">= 200/s (the soak's rate)",
             _met(worker["per_second"] >= 200),
@@ -272,7 +272,7 @@ def drain_rows() -> list[Row]:
         Row(
             "worker CPU per applied event",
             f"{worker['cpu_ms_per_event']:.2f} ms",
-            f"direct apply_event {direct['cpu_ms_per_event']:.2f} ms",
+            f"direct apply_events {direct['cpu_ms_per_event']:.2f} ms",
             _ratio(worker["cpu_ms_per_event"], direct["cpu_ms_per_event"]),
             "none (information)",
             "n/a",
@@ -543,7 +543,8 @@ def write(runs: dict[str, Any] | None = None, versions: dict[str, str] | None = 
     lines = [
         "# Benchmark report",
         "",
-        f"Produced by `python -m bench` on {about['date']}: {about['cpu']}, {about['cores']} cores, "
+        f"Rebuilt on {about['date']} from each benchmark's latest results (`python -m bench` runs them all, "
+        f"`python -m bench.<name>` one): {about['cpu']}, {about['cores']} cores, "
         f"{about['ram_gb']} GB RAM, Python {about['python']}, Postgres {about.get('postgres', '?')}, "
         f"Redis {about.get('redis', '?')}. Each figure stands beside its baseline from the same run.",
         "",
