@@ -4,9 +4,9 @@
 :mod:`models.users` (stale guard, tombstones, audit, session revocation all live there) and marks the row done, so a
 worker killed mid-event leaves nothing half-applied and the redelivered message applies it once.
 :func:`apply_events` does the same for a batch in one transaction, and its caller falls back to one transaction per
-event when any of them fails. A partial event's
-SCIM refresh is requested inside that transaction, before the commit, so the event is never applied without it. What
-follows the commit (the live stream) is the caller's: :class:`AppliedEvent` says what changed.
+event when any of them fails. A partial event's SCIM refresh is requested inside the transaction, before the commit,
+so the event is never applied without it. What follows the commit (the live stream) is the caller's:
+:class:`AppliedEvent` says what changed.
 
 The mapping (:func:`plan_event`, :func:`claims_to_fields`) is pure, so every event type is unit-tested.
 """
