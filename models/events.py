@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from models import directory_roles, inbox, logs, security_events, sign_in_events
@@ -163,6 +164,14 @@ def plan_event(event_type: str, event: Mapping[str, Any], asgardeo_id: str | Non
 
 # --- applying (one unit of work) -----------------------------------------------------------------------------------
 
+# How long Postgres lets an apply transaction sit idle before it ends the session. A worker cut off from the network
+# mid-transaction keeps its row and user locks until the server notices, and Postgres does not notice a silent peer
+# for hours; meanwhile every other worker's batch naming one of those users waits, until no pool process is left to
+# answer (the multi-host chaos test's restarted worker did not answer a ping in 60 s). An apply sends its statements
+# back to back; only a role event's Roles API read (rate-limited) waits between them, and this is well above it.
+APPLY_IDLE_TIMEOUT = "15s"
+_BOUND_IDLE = text(f"SET LOCAL idle_in_transaction_session_timeout = '{APPLY_IDLE_TIMEOUT}'")
+
 
 @dataclass(frozen=True)
 class ApplyServices:
@@ -196,6 +205,7 @@ def apply_event(event_id: int, *, services: ApplyServices) -> AppliedEvent:
     errors (or the role reader's, or the refresh request's) for the caller to retry.
     """
     with unit_of_work() as session:
+        session.execute(_BOUND_IDLE)
         row = inbox.claim_for_apply(session, event_id)
         if row is None:
             return AppliedEvent(status="skipped")
@@ -214,6 +224,7 @@ def apply_events(event_ids: Sequence[int], *, services: ApplyServices) -> list[A
     rolled-back batch requested is requested again then, and is harmless.
     """
     with unit_of_work() as session:
+        session.execute(_BOUND_IDLE)
         rows = inbox.claim_many_for_apply(session, event_ids)
         lock_users(session, {row.asgardeo_id for row in rows.values() if row.asgardeo_id is not None})
         applied: list[AppliedEvent] = []

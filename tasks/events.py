@@ -60,6 +60,9 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     sa_exc.TimeoutError,
     # Two events creating one new user at once: the loser's retry finds the row.
     sa_exc.IntegrityError,
+    # Postgres ended the session of a transaction left idle too long (models.events.APPLY_IDLE_TIMEOUT): a worker
+    # cut off mid-apply; nothing of it was committed.
+    sa_exc.InternalError,
     # The Roles API read of a truncated role event: Asgardeo busy or unreachable.
     TransientError,
 )

@@ -59,8 +59,12 @@ class TcpProxy:
             listener.close()
         for sock in sockets:
             with contextlib.suppress(OSError):
-                # SO_LINGER 0: close() sends RST instead of FIN.
+                # SO_LINGER 0: the socket's release sends RST instead of FIN. shutdown() first: close() alone does not
+                # release a socket another thread is blocked reading (each has a pump), so an idle connection, such as
+                # Postgres's side of a transaction whose client was cut off, stayed open with its locks.
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
                 sock.close()
 
     stop = cut

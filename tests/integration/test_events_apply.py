@@ -408,3 +408,50 @@ def test_an_event_whose_refresh_cannot_be_queued_stays_unapplied_until_the_refre
             return int(session.execute(query).scalar_one())
 
     wait_for(user_syncs, what="the refresh queued with the event, run by the worker")
+
+
+def test_a_batch_stalled_mid_transaction_holds_its_user_only_until_postgres_ends_its_session() -> None:
+    """A worker cut off from the network mid-batch keeps its locks until the server ends its session: here the
+    first batch stops inside its transaction (its refresh request never returns, as a publish on a cut link), and a
+    second batch about the same user goes ahead once Postgres ends the idle transaction, not when the first resumes."""
+    import dataclasses
+    import threading
+    import time
+
+    from models.events import APPLY_IDLE_TIMEOUT, apply_events
+    from tasks.events import SERVICES, TRANSIENT_ERRORS
+
+    uid = str(uuid.uuid4())
+    stalled_id = _stored_event(uid, "userProfileUpdated", updatedClaims=claims(first_name="Stalled"))
+    later_id = _stored_event(uid, "userProfileUpdated", updatedClaims=claims(last_name="Later"))
+    stalled, resume = threading.Event(), threading.Event()
+    outcome: list[BaseException | None] = []
+
+    def stall(_: str) -> None:
+        stalled.set()
+        resume.wait(60)
+
+    def first_batch() -> None:
+        try:
+            apply_events([stalled_id], services=dataclasses.replace(SERVICES, request_refresh=stall))
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=first_batch)
+    thread.start()
+    try:
+        assert stalled.wait(10), "the first batch did not reach its refresh request"
+        started = time.monotonic()
+        applied = apply_events([later_id], services=dataclasses.replace(SERVICES, request_refresh=lambda _: None))
+        waited = time.monotonic() - started
+    finally:
+        resume.set()
+        thread.join(30)
+    limit = float(APPLY_IDLE_TIMEOUT.removesuffix("s"))
+    assert [a.status for a in applied] == ["applied"]
+    assert limit - 2 < waited < limit + 8, waited  # held by the stalled batch, then released by Postgres
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], TRANSIENT_ERRORS), outcome  # its session is gone, nothing of it committed: retried
+    assert _event_row(stalled_id).status == "queued"
+    assert _event_row(later_id).status == "applied"
