@@ -71,9 +71,13 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 # What a publish to the broker raises when it cannot be done (kombu wraps most; a socket error may come through).
 PUBLISH_ERRORS: tuple[type[BaseException], ...] = (kombu.exceptions.KombuError, redis.RedisError, OSError)
 
-# What makes a batch fall back to one transaction per event: an event's permanent error (a ValueError such as
-# PermanentEventError, or a value Postgres refuses), a transient one, or a refresh the broker refused.
-ONE_BY_ONE_ERRORS: tuple[type[BaseException], ...] = (ValueError, sa_exc.DataError, *TRANSIENT_ERRORS, *PUBLISH_ERRORS)
+# An event that can never apply: PermanentEventError, InvalidEnvelope, a field the user rules refuse (ValueErrors),
+# or a value Postgres refuses. Retrying cannot help.
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (ValueError, sa_exc.DataError)
+
+# What makes a batch fall back to one transaction per event: an event's permanent error, a transient one, or a
+# refresh the broker refused.
+ONE_BY_ONE_ERRORS: tuple[type[BaseException], ...] = (*PERMANENT_ERRORS, *TRANSIENT_ERRORS, *PUBLISH_ERRORS)
 
 
 def _read_role_members(role_id: str) -> list[str] | None:
@@ -161,9 +165,7 @@ def apply_recorded(event_id: int) -> AppliedEvent:
     with logs.bind(event_id=event_id):
         try:
             applied = apply_event(event_id, services=SERVICES)
-        except (ValueError, sa_exc.DataError) as exc:
-            # PermanentEventError, InvalidEnvelope, a field the user rules refuse, or a value Postgres refuses:
-            # retrying cannot help.
+        except PERMANENT_ERRORS as exc:
             _record(event_id, exc, final=True)
             log.warning("event failed permanently", extra={"error": short_error(exc)})
             metrics.inc("events_applied", outcome="failed")
