@@ -1,12 +1,11 @@
 """What a webhook event does to the user table: the event-to-fields rules and the apply transaction.
 
-:func:`apply_event` takes an inbox row id. In one transaction it locks the row, maps the event to the user rules of
-:mod:`models.users` (stale guard, tombstones, audit, session revocation all live there) and marks the row done, so a
-worker killed mid-event leaves nothing half-applied and the redelivered message applies it once.
-:func:`apply_events` does the same for a batch in one transaction, and its caller falls back to one transaction per
-event when any of them fails. A partial event's SCIM refresh is requested inside the transaction, before the commit,
-so the event is never applied without it. What follows the commit (the live stream) is the caller's:
-:class:`AppliedEvent` says what changed.
+:func:`apply_events` takes inbox row ids. In one transaction it locks the rows and their users, maps each event to the
+user rules of :mod:`models.users` (stale guard, tombstones, audit, session revocation all live there) and marks the
+rows done, so a worker killed mid-batch leaves nothing half-applied and the redelivered message applies it once. Its
+caller falls back to one transaction per event (:func:`apply_event`, the same for one id) when any of them fails. A
+partial event's SCIM refresh is requested inside the transaction, before the commit, so the event is never applied
+without it. What follows the commit (the live stream) is the caller's: :class:`AppliedEvent` says what changed.
 
 The mapping (:func:`plan_event`, :func:`claims_to_fields`) is pure, so every event type is unit-tested.
 """
@@ -196,45 +195,47 @@ class AppliedEvent:
     status: str
     changes: list[Change] = field(default_factory=list)
     jti: str | None = None
+    # Why an event changed nothing, or what to know about it; kept on its inbox row.
+    note: str | None = None
 
 
 def apply_event(event_id: int, *, services: ApplyServices) -> AppliedEvent:
-    """Apply one inbox event and mark it done, in one transaction. Safe to re-run: a done event is skipped.
+    """Apply one inbox event and mark it done, in one transaction (:func:`apply_events` for one id). Safe to re-run: a
+    done event is skipped.
 
     Raises :class:`PermanentEventError` (or another ``ValueError``) for an event that can never apply, and database
     errors (or the role reader's, or the refresh request's) for the caller to retry.
     """
-    with unit_of_work() as session:
-        session.execute(_BOUND_IDLE)
-        row = inbox.claim_for_apply(session, event_id)
-        if row is None:
-            return AppliedEvent(status="skipped")
-        with logs.bind(jti=row.jti, user_id=row.asgardeo_id, event_type=row.event_type):
-            return _apply_row(session, row, services)
+    return apply_events([event_id], services=services)[0]
 
 
 def apply_events(event_ids: Sequence[int], *, services: ApplyServices) -> list[AppliedEvent]:
     """Apply several inbox events in order, in one transaction; one outcome per id (``skipped``: unknown or done).
 
     A transaction per event cost the worker a session, a claim and a commit each, about a quarter of its CPU per
-    event; here the batch shares them. Every user the batch names is locked first, at once, in the one order all
-    writers use, so batches that share users cannot deadlock (a role event's members are locked later, and a
-    deadlock there is one of the errors below). Any error raises with nothing committed, and the caller applies the
-    events one transaction each (:func:`apply_event`), where each event's own failure rules hold. A refresh a
-    rolled-back batch requested is requested again then, and is harmless.
+    event; here the batch shares them, and its outcomes are recorded in one statement at the end. Every user the
+    batch names is locked first, at once, in the one order all writers use, so batches that share users cannot
+    deadlock (a role event's members are locked later, and a deadlock there is one of the errors below). Any error
+    raises with nothing committed, and the caller applies the events one transaction each (:func:`apply_event`),
+    where each event's own failure rules hold. A refresh a rolled-back batch requested is requested again then, and
+    is harmless.
     """
     with unit_of_work() as session:
         session.execute(_BOUND_IDLE)
-        rows = inbox.claim_many_for_apply(session, event_ids)
+        rows = inbox.claim_for_apply(session, event_ids)
         lock_users(session, {row.asgardeo_id for row in rows.values() if row.asgardeo_id is not None})
         applied: list[AppliedEvent] = []
+        finished: list[tuple[int, str, str | None]] = []
         for event_id in event_ids:
             row = rows.pop(event_id, None)  # popped: an id listed twice is done the second time
             if row is None:
                 applied.append(AppliedEvent(status="skipped"))
                 continue
             with logs.bind(event_id=event_id, jti=row.jti, user_id=row.asgardeo_id, event_type=row.event_type):
-                applied.append(_apply_row(session, row, services))
+                outcome = _apply_row(session, row, services)
+            applied.append(outcome)
+            finished.append((event_id, outcome.status, outcome.note))
+        inbox.finish(session, finished)
         return applied
 
 
@@ -248,25 +249,34 @@ def _apply_row(session: Session, row: WebhookEvent, services: ApplyServices) -> 
         return _record_sign_in_event(session, row, event, services)
     plan = plan_event(row.event_type, event, row.asgardeo_id, row.iat)
     if plan.ignore is not None:
-        inbox.finish(session, row, "ignored", note=plan.ignore)
         log.info("event ignored", extra={"reason": plan.ignore})
-        return AppliedEvent(status="ignored", jti=row.jti)
+        return AppliedEvent(status="ignored", jti=row.jti, note=plan.ignore)
     assert row.asgardeo_id is not None
     changes: list[Change] = []
     if plan.record is not None:
         result = upsert_users(
-            session, [plan.record], source="webhook", event_jti=row.jti, role_map=get_settings().group_roles or None
+            session,
+            [plan.record],
+            source="webhook",
+            event_jti=row.jti,
+            role_map=get_settings().group_roles or None,
+            users_locked=True,
         )
         changes = result.changes
     elif plan.patch:
         change = apply_user_patch(
-            session, row.asgardeo_id, plan.patch, source_version=row.iat, source="webhook", event_jti=row.jti
+            session,
+            row.asgardeo_id,
+            plan.patch,
+            source_version=row.iat,
+            source="webhook",
+            event_jti=row.jti,
+            users_locked=True,
         )
         changes = [change] if change is not None else []
     if plan.refresh:
         # A partial event cannot say everything about the user (one first seen through it has no username yet).
         services.request_refresh(row.asgardeo_id)
-    inbox.finish(session, row, "applied")
     log.info("event applied", extra={"changes": len(changes)})
     return AppliedEvent(status="applied", changes=changes, jti=row.jti)
 
@@ -283,9 +293,13 @@ def _apply_security_event(session: Session, row: WebhookEvent, event: Mapping[st
         credential_ends_sessions=get_settings().credential_update_ends_sessions,
     )
     status = "applied" if result.change is not None else "ignored"
-    inbox.finish(session, row, status, note=None if status == "applied" else result.note)
     log.info("security event handled", extra={"revoked": result.revoked, "outcome": status})
-    return AppliedEvent(status=status, changes=[result.change] if result.change else [], jti=row.jti)
+    return AppliedEvent(
+        status=status,
+        changes=[result.change] if result.change else [],
+        jti=row.jti,
+        note=None if status == "applied" else result.note,
+    )
 
 
 def _record_sign_in_event(
@@ -294,8 +308,7 @@ def _record_sign_in_event(
     """A login or token event: counted and attributed to the user it names, nothing else."""
     row.asgardeo_id = sign_in_events.named_user(session, event, row.asgardeo_id) or row.asgardeo_id
     services.sign_in_event(row.event_type)
-    inbox.finish(session, row, "ignored", note="recorded; login and token events change no user")
-    return AppliedEvent(status="ignored", jti=row.jti)
+    return AppliedEvent(status="ignored", jti=row.jti, note="recorded; login and token events change no user")
 
 
 ROLE_EVENTS = frozenset({directory_roles.ROLE_USERS_UPDATED, "roleDeleted", "roleMetaUpdated"})
@@ -311,8 +324,9 @@ def _apply_role_event(
     """
     if row.event_type == "roleMetaUpdated":
         directory_roles.parse_role(event)
-        inbox.finish(session, row, "ignored", note="a renamed role keeps its grants: they follow the role's id")
-        return AppliedEvent(status="ignored", jti=row.jti)
+        return AppliedEvent(
+            status="ignored", jti=row.jti, note="a renamed role keeps its grants: they follow the role's id"
+        )
     if row.event_type == "roleDeleted":
         role = directory_roles.parse_role(event)
         change = directory_roles.role_deleted_change(session, role)
@@ -324,8 +338,7 @@ def _apply_role_event(
             directory_roles.known_app_role(session, role.id)
         )
     if app_role is None:
-        inbox.finish(session, row, "ignored", note="the role is not in ROLE_MAP")
-        return AppliedEvent(status="ignored", jti=row.jti)
+        return AppliedEvent(status="ignored", jti=row.jti, note="the role is not in ROLE_MAP")
     if change.truncated:
         members = services.read_role_members(role.id)
         change = (
@@ -337,9 +350,13 @@ def _apply_role_event(
     result = directory_roles.apply_member_change(session, change, app_role, iat=row.iat, event_jti=row.jti)
     for user_id in result.kept_last_admin:
         services.last_admin_kept(user_id)
-    inbox.finish(session, row, "applied", note="the last active admin kept admin" if result.kept_last_admin else None)
     log.info("role event applied", extra={"role_id": role.id, "changes": len(result.changes)})
-    return AppliedEvent(status="applied", changes=result.changes, jti=row.jti)
+    return AppliedEvent(
+        status="applied",
+        changes=result.changes,
+        jti=row.jti,
+        note="the last active admin kept admin" if result.kept_last_admin else None,
+    )
 
 
 # Our own refusals say what is wrong with the event's shape and carry none of its values; anything else may (a database

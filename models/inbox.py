@@ -183,17 +183,7 @@ def mark_received(session: Session | Connection, event_ids: Sequence[int]) -> No
         )
 
 
-def claim_for_apply(session: Session, event_id: int) -> WebhookEvent | None:
-    """Lock the event for applying; ``None`` when it is unknown or already done (a redelivered message)."""
-    row = session.execute(
-        select(WebhookEvent).where(WebhookEvent.id == event_id).with_for_update()
-    ).scalar_one_or_none()
-    if row is None or row.status in DONE_STATUSES:
-        return None
-    return row
-
-
-def claim_many_for_apply(session: Session, event_ids: Iterable[int]) -> dict[int, WebhookEvent]:
+def claim_for_apply(session: Session, event_ids: Iterable[int]) -> dict[int, WebhookEvent]:
     """Lock several events for applying, by id, leaving out the unknown and the done ones. Locked in id order, so two
     batches that share events (a relayed one and the original) wait for each other rather than deadlock."""
     rows = session.execute(
@@ -202,16 +192,29 @@ def claim_many_for_apply(session: Session, event_ids: Iterable[int]) -> dict[int
     return {row.id: row for row in rows if row.status not in DONE_STATUSES}
 
 
-def finish(session: Session, row: WebhookEvent, status: str, *, note: str | None = None) -> None:
-    """Record the outcome of an apply in the same transaction as its user writes."""
-    if status not in EVENT_STATUSES:
-        raise ValueError(f"unknown event status {status!r}")
-    now = datetime.now(UTC)
-    row.status = status
-    row.attempts += 1
-    row.last_error = note
-    row.processed_at = now
-    row.updated_at = now
+# One statement for a whole batch's outcomes. Set through the ORM, each row was its own UPDATE, flushed by the
+# next event's first statement: a fifth of the worker's CPU per event. clock_timestamp(), not now(): processed_at is
+# when the event was done (the lag figures read it), not when its transaction began.
+_FINISH_SQL = text(
+    """
+UPDATE webhook_events AS e
+SET status = o.status, attempts = e.attempts + 1, last_error = o.note,
+    processed_at = clock_timestamp(), updated_at = clock_timestamp()
+FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[]), CAST(:notes AS text[])) AS o(id, status, note)
+WHERE e.id = o.id
+"""
+)
+
+
+def finish(session: Session, outcomes: Sequence[tuple[int, str, str | None]]) -> None:
+    """Record the outcomes ``(event id, status, note)`` of an apply, in the same transaction as its user writes."""
+    if not outcomes:
+        return
+    unknown = {status for _, status, _ in outcomes} - set(EVENT_STATUSES)
+    if unknown:
+        raise ValueError(f"unknown event status {sorted(unknown)!r}")
+    ids, statuses, notes = zip(*outcomes, strict=True)
+    session.execute(_FINISH_SQL, {"ids": list(ids), "statuses": list(statuses), "notes": list(notes)})
 
 
 def record_attempt(session: Session, event_id: int, error: str) -> None:

@@ -263,6 +263,7 @@ def upsert_users(
     actor: str | None = None,
     role_map: Mapping[str, str] | None = None,
     stamp_seen: bool = True,
+    users_locked: bool = False,
 ) -> UpsertResult:
     """Insert or refresh many users in one statement, skipping fields of users whose stored version is newer.
 
@@ -298,7 +299,8 @@ def upsert_users(
         "event_jti": event_jti,
         "actor": actor,
     }
-    lock_users(session, unique)
+    if not users_locked:
+        lock_users(session, unique)
     row = session.execute(_UPSERT_SQL, params).one()
     if row.lost_access:
         revoke_user_sessions(session, row.lost_access, reason="user_deactivated")
@@ -322,6 +324,7 @@ def apply_user_patch(
     run_id: int | None = None,
     actor: str | None = None,
     retired_by: str = "event",
+    users_locked: bool = False,
 ) -> Change | None:
     """Apply a partial change (a webhook delta, a status flip, a deletion) unless it is stale.
 
@@ -331,12 +334,13 @@ def apply_user_patch(
 
     A patch that leaves the user inactive or deleted records why (``retired_by``): ``event`` for a signed webhook
     event, ``absence`` for a listing and a confirming 404. A later presence undoes only the latter, so an absence
-    never overrides a signed retirement.
+    never overrides a signed retirement. ``users_locked``: as for :func:`upsert_users`.
     """
     unknown = set(fields) - set(IDENTITY_FIELDS)
     if unknown:
         raise ValueError(f"not identity fields: {sorted(unknown)}")
-    lock_users(session, [asgardeo_id])
+    if not users_locked:
+        lock_users(session, [asgardeo_id])
     user = session.execute(select(User).where(User.asgardeo_id == asgardeo_id).with_for_update()).scalar_one_or_none()
     inserted = user is None
     if user is None:

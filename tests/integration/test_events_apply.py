@@ -364,6 +364,22 @@ def test_a_batch_applies_events_of_one_user_in_order_and_an_id_listed_twice_once
     assert {_event_row(i).status for i in (create, update)} == {"applied"}
 
 
+def test_a_batch_records_each_events_own_outcome() -> None:
+    """The batch's outcomes are written in one statement at its end: each row still gets its own status and note, one
+    attempt, and the time it was done."""
+    from tasks.events import apply_batch
+
+    uid = str(uuid.uuid4())
+    created, unknown = _stored_event(uid), _stored_event(uid, "userTeleported")
+    before = _event_row(created)
+    assert apply_batch([created, unknown]) == 2
+    rows = [_event_row(created), _event_row(unknown)]
+    assert [(r.status, r.attempts) for r in rows] == [("applied", 1), ("ignored", 1)]
+    assert rows[0].last_error is None
+    assert rows[1].last_error == "event type userTeleported is not applied to users"
+    assert all(r.processed_at is not None and r.processed_at >= before.received_at for r in rows)
+
+
 @pytest.mark.parametrize("value", [[], [0], [1, "2"], "1,2", [1] * 1001, None, {"ids": [1]}])
 def test_a_malformed_batch_changes_nothing(value: Any) -> None:
     from tasks.events import apply_batch
