@@ -15,6 +15,8 @@ timeout = 60
 graceful_timeout = 30
 keepalive = 5
 accesslog = None
+# Skips building access lines that gunicorn.access (WARNING below) would drop; see the module.
+logger_class = "web.gunicorn_logger.AccessLogWhenEnabled"
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
