@@ -28,6 +28,7 @@ from web import (
     console,
     console_sync,
     console_users,
+    cookie_session,
     csrf,
     health,
     intake,
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         JSON_SORT_KEYS=False,
     )
     register_error_handlers(app)
+    cookie_session.init_app(app)
     oidc.init_app(app, settings)
     intake.init_app(app)
     csrf.init_app(app)
