@@ -28,6 +28,7 @@ from bench._support import load as send
 from bench.intake import deliveries
 
 RESULTS = ROOT / "bench" / "results" / "load.json"
+WARM_UP_SECONDS = 5.0
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -87,7 +88,9 @@ def main() -> None:
         try:
             wait_http_ok(f"http://127.0.0.1:{port}/healthz", process=web)
             broker.wait_ready(process=worker)
-            paced_send(port, deliveries(200), rate=100, clients=4)  # warm-up: connections, imports, plans
+            # Warm-up at the run's rate with all its clients (connections, the web workers' request threads,
+            # imports, plans), so the first window, the baseline of the ratios, is a steady one.
+            paced_send(port, deliveries(int(args.rate * WARM_UP_SECONDS)), rate=args.rate, clients=args.clients)
             rss_start = {"web_mb": tree_rss_mb(web.process.pid), "worker_mb": tree_rss_mb(worker.process.pid)}  # type: ignore[union-attr]
             samples = paced_send(port, deliveries(count), rate=args.rate, clients=args.clients)
             deadline = time.monotonic() + 120

@@ -46,6 +46,7 @@ EVENT_URI = "https://schemas.identity.wso2.org/events/user/event-type/{}"
 SIDE_TABLES = ("webhook_events", "sessions", "sync_runs")
 CPU_COLUMNS = ("web", "worker", "postgres", "generator", "others")
 SLOWEST_SECONDS = 12
+WARM_UP_SECONDS = 5.0
 
 
 class Deliveries(Sequence[tuple[bytes, dict[str, str]]]):
@@ -262,13 +263,17 @@ def main() -> int:
         try:
             wait_http_ok(f"http://127.0.0.1:{port}/healthz", process=web)
             broker.wait_ready(process=worker)
-            warm_up = Deliveries(200)
-            send(port, 100, 2, 4, warm_up)  # connections, imports, plans
+            # The side traffic starts first and the warm-up runs at the soak's rate with all its clients, so the
+            # first window is as steady as the rest: the side thread's first imports (in this process, beside the
+            # senders), new connections and the web workers' new request threads once made the first window's p99
+            # twice the median's.
+            side.thread.start()
+            warm_up = Deliveries(int(args.rate * WARM_UP_SECONDS))
+            send(port, args.rate, WARM_UP_SECONDS, args.clients, warm_up)
             pids = {"web": web.process.pid, "worker": worker.process.pid}  # type: ignore[union-attr]
             members = {name: {p.pid for p in tree(pid)} for name, pid in pids.items()}
             sampler = Sampler(env["DATABASE_URL"], env["REDIS_URL"], env["REDIS_KEY_PREFIX"], pids, interval=1.0)
             sampler.start()
-            side.thread.start()
             start = time.time()
             watcher = LagWatcher(env["DATABASE_URL"].replace("+psycopg", ""), start, args.window).start()
             plan = Deliveries(int(args.rate * args.seconds))
