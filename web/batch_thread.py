@@ -25,14 +25,18 @@ class BatchThread(Generic[T]):
     that long after its first item for more (up to ``batch``); otherwise, and with 0, it takes only what is already
     there. Like Nagle's algorithm: a lone item goes at once, and a steady stream trades at most ``linger`` of
     latency for fewer, larger batches.
+
+    ``idle`` seconds: once that long has passed without items, :meth:`_idle` runs (once per quiet spell; never with
+    ``None``), so a subclass can let go of what it keeps between batches. Like :meth:`_handle`, it must not raise.
     """
 
     thread_name = "batch-thread"
 
-    def __init__(self, *, max_pending: int, batch: int, linger: float = 0.0) -> None:
+    def __init__(self, *, max_pending: int, batch: int, linger: float = 0.0, idle: float | None = None) -> None:
         self.max_pending = max_pending
         self.batch = batch
         self.linger = linger
+        self.idle = idle
         self._lock = threading.Lock()
         self._queue: queue.Queue[T] = queue.Queue(max_pending)
         self._thread: threading.Thread | None = None
@@ -59,7 +63,12 @@ class BatchThread(Generic[T]):
         pending = self._queue
         last = -math.inf
         while True:
-            items = [pending.get()]
+            try:
+                first = pending.get(timeout=self.idle)
+            except queue.Empty:
+                self._idle()
+                first = pending.get()
+            items = [first]
             now = time.monotonic()
             until = now + self.linger if now - last < self.linger else now
             while len(items) < self.batch:
@@ -73,3 +82,6 @@ class BatchThread(Generic[T]):
 
     def _handle(self, items: list[T]) -> None:
         raise NotImplementedError
+
+    def _idle(self) -> None:
+        """Runs on the thread after ``idle`` seconds without items."""
