@@ -26,7 +26,7 @@ import queue
 import threading
 import time
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
 
 from models import inbox
@@ -81,9 +81,8 @@ class InboxWriter(BatchThread[_Pending]):
     ):
         super().__init__(max_pending=max_pending, batch=batch, idle=idle_seconds)
         self.wait_seconds = wait_seconds
-        # Used by the writer thread only: its connection between batches, and the engine and process it came from.
+        # Used by the writer thread only: its connection between batches, and the process it came from.
         self._conn: Connection | None = None
-        self._conn_engine: Engine | None = None
         self._conn_pid = 0
 
     def insert(self, envelope: inbox.Envelope, raw_body: str) -> int | None:
@@ -154,10 +153,9 @@ class InboxWriter(BatchThread[_Pending]):
                     "inbox writer's connection failed; retrying on a new one", extra={"error": type(exc).__name__}
                 )
                 self._release(discard=True)
-        engine = get_engine()
         # One statement is its own transaction: autocommit spares the BEGIN and COMMIT round trips.
-        conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        self._conn, self._conn_engine, self._conn_pid = conn, engine, os.getpid()
+        conn = get_engine().connect().execution_options(isolation_level="AUTOCOMMIT")
+        self._conn, self._conn_pid = conn, os.getpid()
         try:
             return inbox.insert_events(conn, rows)
         except CONNECTION_ERRORS:
@@ -168,9 +166,7 @@ class InboxWriter(BatchThread[_Pending]):
         """The connection kept from the last batch, unless it must not be used again: a forked copy of the parent's,
         one from an engine ``reset_engine`` disposed (tests switch databases), or one SQLAlchemy found broken."""
         conn = self._conn
-        if conn is not None and (
-            self._conn_pid != os.getpid() or self._conn_engine is not get_engine() or conn.invalidated
-        ):
+        if conn is not None and (self._conn_pid != os.getpid() or conn.engine is not get_engine() or conn.invalidated):
             self._release(discard=True)
         return self._conn
 
