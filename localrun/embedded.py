@@ -19,6 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PG_SYSTEM_USER = "embedded_postgres"
+# A local server's data is disposable, so it never waits for a disk: no fsync, and no zero-filling of WAL segments.
+# Postgres fills each new 16 MB segment with zeros while holding the WAL write lock, and every commit in the
+# meantime waits: 50-65 ms on a 2-core machine, once every 16 MB of WAL (every 24 s at 200 deliveries a second)
+# until checkpoints start recycling old segments. With fsync off, the zeros buy nothing (they exist so that a
+# crash cannot find a segment's space unallocated).
+SERVER_OPTIONS = ("max_connections=200", "fsync=off", "wal_init_zero=off")
 
 
 def free_port(preferred: int | None = None) -> int:
@@ -130,7 +136,7 @@ class EmbeddedPostgres:
                 user=run_as,
             )
         self.port = free_port(self.preferred_port)
-        options = f"-h 127.0.0.1 -p {self.port} -k {self.data_dir} -c max_connections=200 -c fsync=off"
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.data_dir} {' '.join(f'-c {o}' for o in SERVER_OPTIONS)}"
         subprocess.run(
             [
                 self._bin("pg_ctl"),
