@@ -263,17 +263,17 @@ def main() -> int:
         try:
             wait_http_ok(f"http://127.0.0.1:{port}/healthz", process=web)
             broker.wait_ready(process=worker)
-            # The side traffic starts first and the warm-up runs at the soak's rate with all its clients, so the
-            # first window is as steady as the rest: the side thread's first imports (in this process, beside the
-            # senders), new connections and the web workers' new request threads once made the first window's p99
-            # twice the median's.
-            side.thread.start()
-            warm_up = Deliveries(int(args.rate * WARM_UP_SECONDS))
-            send(port, args.rate, WARM_UP_SECONDS, args.clients, warm_up)
+            # The sampler and the side traffic start first and the warm-up runs at the soak's rate with all its
+            # clients, so the first window is as steady as the rest: the side thread's first imports, the sampler's
+            # first connection and process walk (both in this process, beside the senders), new connections and the
+            # web workers' new request threads once made the first window's p99 twice the median's.
             pids = {"web": web.process.pid, "worker": worker.process.pid}  # type: ignore[union-attr]
             members = {name: {p.pid for p in tree(pid)} for name, pid in pids.items()}
             sampler = Sampler(env["DATABASE_URL"], env["REDIS_URL"], env["REDIS_KEY_PREFIX"], pids, interval=1.0)
             sampler.start()
+            side.thread.start()
+            warm_up = Deliveries(int(args.rate * WARM_UP_SECONDS))
+            send(port, args.rate, WARM_UP_SECONDS, args.clients, warm_up)
             start = time.time()
             watcher = LagWatcher(env["DATABASE_URL"].replace("+psycopg", ""), start, args.window).start()
             plan = Deliveries(int(args.rate * args.seconds))
