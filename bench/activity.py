@@ -119,6 +119,7 @@ class Sampler:
         *,
         interval: float = 0.25,
         queues: tuple[str, ...] = ("events", "default", "users", "reconcile"),
+        generator_pids: tuple[int, ...] = (),
     ) -> None:
         self.conninfo = database_url.replace("postgresql+psycopg://", "postgresql://")
         self.redis = redis.Redis.from_url(redis_url, socket_timeout=5)
@@ -126,6 +127,9 @@ class Sampler:
         self.pids = dict(pids)
         self.interval = interval
         self.queues = queues
+        # This process and those that send the load besides it (a soak's sender): the generator's CPU. Made once, so a
+        # sender that has exited (after its run) is skipped rather than looked up again.
+        self.generator = [psutil.Process(), *(psutil.Process(pid) for pid in generator_pids)]
         self.samples: list[dict[str, Any]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="activity-sampler", daemon=True)
@@ -168,11 +172,11 @@ class Sampler:
                     sample[f"{name}_rss_each_mb"] = each
                 if postmaster is not None:
                     sample["postgres_cpu_s"] = _usage(tree(postmaster.pid))[0]
-                # The whole machine, and this benchmark process alone (the load generator): what is left over is
-                # other people's work on a shared machine.
+                # The whole machine, and this benchmark process with its senders (the load generator): what is left
+                # over is other people's work on a shared machine.
                 sample.update(_pressure())
                 total = psutil.cpu_times()
                 sample["machine_cpu_s"] = sum(total) - total.idle - getattr(total, "iowait", 0.0)
-                sample["generator_cpu_s"] = _usage([psutil.Process()])[0]
+                sample["generator_cpu_s"] = _usage(self.generator)[0]
                 self.samples.append(sample)
                 self._stop.wait(max(0.0, self.interval - (time.time() - began)))

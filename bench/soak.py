@@ -25,6 +25,7 @@ import argparse
 import hashlib
 import hmac
 import json
+import multiprocessing
 import os
 import statistics
 import sys
@@ -33,6 +34,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +101,51 @@ def send(port: int, rate: float, seconds: float, clients: int, plan: Deliveries)
 
     load(port, "/webhooks/asgardeo", plan, concurrency=clients, rate=rate, timeout=seconds + 60, on_response=record)
     return samples
+
+
+def _send_from_child(pipe: Connection, port: int, rate: float, seconds: float, clients: int) -> None:
+    """The sender process: warm up, say so, send the run when told to, and hand back its samples and the number of
+    users it created (warm-up included)."""
+    warm_up = Deliveries(int(rate * WARM_UP_SECONDS))
+    pipe.recv()
+    send(port, rate, WARM_UP_SECONDS, clients, warm_up)
+    pipe.send("warm")
+    pipe.recv()
+    plan = Deliveries(int(rate * seconds))
+    samples = send(port, rate, seconds, clients, plan)
+    pipe.send((samples, plan.creates + warm_up.creates))
+
+
+class Sender:
+    """:func:`send` in a spawned process of its own; :meth:`warm_up`, then :meth:`run` for the timed samples."""
+
+    def __init__(self, port: int, rate: float, seconds: float, clients: int) -> None:
+        self.seconds = seconds
+        context = multiprocessing.get_context("spawn")
+        self.pipe, theirs = context.Pipe()
+        self.process = context.Process(target=_send_from_child, args=(theirs, port, rate, seconds, clients))
+        self.process.start()
+        assert self.process.pid is not None
+        self.pid: int = self.process.pid
+
+    def warm_up(self) -> None:
+        self.pipe.send("warm up")
+        self._expect(WARM_UP_SECONDS + 120)
+
+    def run(self) -> tuple[list[tuple[float, float, int]], int]:
+        self.pipe.send("run")
+        samples, creates = self._expect(self.seconds + 120)
+        return samples, creates
+
+    def _expect(self, timeout: float) -> Any:
+        if not self.pipe.poll(timeout):
+            raise RuntimeError(f"the sender process did not answer within {timeout:.0f} s")
+        return self.pipe.recv()
+
+    def close(self) -> None:
+        self.process.join(10)
+        if self.process.is_alive():
+            self.process.kill()
 
 
 class SideTraffic:
@@ -260,24 +307,31 @@ def main() -> int:
         beat = ProcfileProcess("beat", {**env, "LOG_LEVEL": "INFO"}).start()
         broker = Broker(env)
         side = SideTraffic()
+        sender = Sender(port, args.rate, args.seconds, args.clients)
         try:
             wait_http_ok(f"http://127.0.0.1:{port}/healthz", process=web)
             broker.wait_ready(process=worker)
-            # The sampler and the side traffic start first and the warm-up runs at the soak's rate with all its
-            # clients, so the first window is as steady as the rest: the side thread's first imports, the sampler's
-            # first connection and process walk (both in this process, beside the senders), new connections and the
-            # web workers' new request threads once made the first window's p99 twice the median's.
+            # The deliveries go from a process of their own (the sender), so what else this process does (the
+            # sampler, the lag watcher, the side traffic) never holds the senders' interpreter lock while an answer
+            # waits to be timed. The sampler and the side traffic start first and the warm-up runs at the soak's rate
+            # with all its clients, so the first window is as steady as the rest: new connections and the web
+            # workers' new request threads once made the first window's p99 twice the median's.
             pids = {"web": web.process.pid, "worker": worker.process.pid}  # type: ignore[union-attr]
             members = {name: {p.pid for p in tree(pid)} for name, pid in pids.items()}
-            sampler = Sampler(env["DATABASE_URL"], env["REDIS_URL"], env["REDIS_KEY_PREFIX"], pids, interval=1.0)
+            sampler = Sampler(
+                env["DATABASE_URL"],
+                env["REDIS_URL"],
+                env["REDIS_KEY_PREFIX"],
+                pids,
+                interval=1.0,
+                generator_pids=(sender.pid,),
+            )
             sampler.start()
             side.thread.start()
-            warm_up = Deliveries(int(args.rate * WARM_UP_SECONDS))
-            send(port, args.rate, WARM_UP_SECONDS, args.clients, warm_up)
+            sender.warm_up()
             start = time.time()
             watcher = LagWatcher(env["DATABASE_URL"].replace("+psycopg", ""), start, args.window).start()
-            plan = Deliveries(int(args.rate * args.seconds))
-            samples = send(port, args.rate, args.seconds, args.clients, plan)
+            samples, creates = sender.run()
             side.stop.set()
             deadline = time.monotonic() + 180
             while broker.backlog() and time.monotonic() < deadline:
@@ -285,8 +339,9 @@ def main() -> int:
             time.sleep(args.window * 2)
             lags = watcher.stop()
             activity = sampler.stop()
-            ledger = final_ledger(env, plan.creates + warm_up.creates, samples)
+            ledger = final_ledger(env, creates, samples)
         finally:
+            sender.close()
             broker.close()
             beat.close()
             worker.close()
