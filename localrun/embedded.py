@@ -22,8 +22,8 @@ PG_SYSTEM_USER = "embedded_postgres"
 # A local server's data is disposable, so it never waits for a disk: no fsync, and no zero-filling of WAL segments.
 # Postgres fills each new 16 MB segment with zeros while holding the WAL write lock, and every commit in the
 # meantime waits: 50-65 ms on a 2-core machine, once every 16 MB of WAL (every 24 s at 200 deliveries a second)
-# until checkpoints start recycling old segments. With fsync off, the zeros buy nothing (they exist so that a
-# crash cannot find a segment's space unallocated).
+# until checkpoints start recycling old segments. The zeros make the file system allocate a segment's space before
+# WAL is written into it, which matters only to a server that syncs its WAL to disk: with fsync off they buy nothing.
 SERVER_OPTIONS = ("max_connections=200", "fsync=off", "wal_init_zero=off")
 
 
