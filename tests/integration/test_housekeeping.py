@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import gc
 import http.client
 import itertools
+import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, func, select, text, update
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy.orm import Session
 
 from localrun.embedded import free_port
-from models.db import get_engine, unit_of_work
+from models.db import get_engine, make_engine, unit_of_work
 from models.housekeeping import (
     HOUSEKEEPING_LOCK_KEY,
     REFRESH_STATISTICS_TARGET,
@@ -33,7 +40,7 @@ from models.users import upsert_users
 from tests.factories import login, make_user, user_record
 from tests.polling import wait_for
 from tests.webhook_payloads import encode, event, signed_headers
-from tests.worker_process import ProcfileProcess, isolated_env, wait_http_ok
+from tests.worker_process import ROOT, ProcfileProcess, isolated_env, wait_http_ok
 
 DAY = 86400.0
 RETENTION = Retention(sessions=3600, inbox=30 * DAY, runs=90 * DAY)
@@ -203,6 +210,32 @@ def test_two_runs_started_together_do_not_both_work() -> None:
     assert ids(WebhookEvent) == set()
 
 
+def test_the_batches_commit_without_waiting_for_the_wal_and_the_connection_goes_back_as_it_came() -> None:
+    """Asynchronous commits (see :mod:`models.housekeeping`): the intake's commits do not queue behind a WAL flush
+    for every batch. Seen from the run's own connection, right after each batch's statement."""
+    with get_engine().begin() as conn:
+        conn.execute(text(_BULK_EVENTS), {"n": 300, "days": 40})
+    engine = make_engine(get_settings().database_url, pool_size=1)
+    during: list[str] = []
+
+    @sqlalchemy_event.listens_for(engine, "after_cursor_execute")
+    def look(_conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().startswith("WITH doomed"):
+            during.append(cursor.connection.execute("SHOW synchronous_commit").fetchone()[0])
+
+    try:
+        with engine.connect() as conn:
+            before = conn.execute(text("SHOW synchronous_commit")).scalar()
+        report = housekeep(engine, RETENTION, batch_size=100, max_seconds=60, rest_ratio=0)
+        with engine.connect() as conn:
+            after = conn.execute(text("SHOW synchronous_commit")).scalar()
+    finally:
+        engine.dispose()
+    assert report.removed["inbox"] == 300
+    assert during == ["off"] * report.batches
+    assert after == before == "on"
+
+
 # Old applied events, bulk-inserted in one statement (the ORM would take minutes for a large backlog).
 _BULK_EVENTS = """
 INSERT INTO webhook_events (jti, event_type, event_uri, asgardeo_user_id, iat, payload, status, received_at,
@@ -254,13 +287,32 @@ def test_the_sync_health_page_says_when_no_housekeeping_ran(
     assert 'id="no-housekeeping"' in client.get("/admin/health", headers=admin_headers).get_data(as_text=True)
 
 
+@dataclass
+class Window:
+    """Paced intake answers: when each request went out (seconds from ``origin``) and how long it took (ms)."""
+
+    origin: float
+    sent: list[float] = field(default_factory=list)
+    ms: list[float] = field(default_factory=list)
+
+    def p99(self) -> float:
+        return sorted(self.ms)[int(0.99 * len(self.ms))]
+
+    def slowest(self, count: int = 15) -> list[tuple[float, float]]:
+        """The ``count`` slowest answers as (sent at s, ms), in time order: a burst is one stall, a spread is noise."""
+        worst = sorted(zip(self.sent, self.ms, strict=True), key=lambda pair: -pair[1])[:count]
+        return sorted((round(at, 2), round(ms, 1)) for at, ms in worst)
+
+
 def paced_intake(
-    url: str, *, seconds: float, rate: float, while_running: Callable[[], bool] | None = None
-) -> list[float]:
+    url: str, into: Window, *, seconds: float, rate: float, while_running: Callable[[], bool] | None = None
+) -> None:
     """Signed deliveries sent open loop at ``rate`` (send ``i`` is due at ``start + i / rate``) over keep-alive
-    connections, for ``seconds`` or, with ``while_running``, for as long as it answers true; latencies in ms."""
+    connections, for ``seconds`` or, with ``while_running``, for as long as it answers true; answers go ``into``.
+
+    The collector is off meanwhile: this process holds every object the test run made so far, and a full
+    collection among them would stop the senders and be timed as the intake's latency."""
     host, port = url.removeprefix("http://").split(":")
-    latencies: list[float] = []
     lock = threading.Lock()
     counter = itertools.count()
     start = time.perf_counter()
@@ -280,54 +332,131 @@ def paced_intake(
             answer.read()
             assert answer.status == 202, answer.status
             with lock:
-                latencies.append((time.perf_counter() - began) * 1000)
+                into.sent.append(began - into.origin)
+                into.ms.append((time.perf_counter() - began) * 1000)
         conn.close()
 
     threads = [threading.Thread(target=sender) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return latencies
+    gc.collect()
+    gc.disable()
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        gc.enable()
 
 
-def p99(values: list[float]) -> float:
-    return sorted(values)[int(0.99 * len(values))]
+# Housekeeping as beat runs it: in a process of its own (a worker's), with the settings' batch size and rest. The
+# process imports and connects first and starts on a line on stdin, so its start-up is no part of the comparison.
+_HOUSEKEEPING = """
+import json, sys
+from models.db import get_engine
+from models.housekeeping import Retention, housekeep
+from models.settings import get_settings
+settings = get_settings()
+get_engine().connect().close()
+print("ready", flush=True)
+sys.stdin.readline()
+report = housekeep(get_engine(), Retention.from_settings(settings), batch_size=settings.housekeeping_batch_size,
+                   max_seconds=120, rest_ratio=settings.housekeeping_rest_ratio)
+print(json.dumps(report.as_dict()), flush=True)
+"""
+
+
+class HousekeepingProcess:
+    def __init__(self, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _HOUSEKEEPING],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        self.stdin, self.stdout = self.process.stdin, self.process.stdout
+
+    def __enter__(self) -> HousekeepingProcess:
+        assert self.stdout.readline().strip() == "ready", "the housekeeping process did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.kill()
+        self.process.wait()
+
+    def go(self) -> None:
+        self.stdin.write("go\n")
+        self.stdin.flush()
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def report(self) -> dict[str, Any]:
+        return dict(json.loads(self.stdout.read()))
+
+
+def settle_backlog(rows: int) -> None:
+    """``rows`` old applied events, written after a checkpoint and through to the disk before any timing starts.
+
+    - ``VACUUM`` first clears the last round's deleted rows, as autovacuum would in production (it is off on the
+      test server).
+    - ``CHECKPOINT`` before the insert: the run's deletes then change pages already changed since the last
+      checkpoint, and write no full-page images to the WAL, in every run. Otherwise whether they did depended on
+      whether one of Postgres's timed checkpoints (every 5 minutes) fell between the insert and the run.
+    - ``os.sync()`` after it: the backlog's own writes (about 100 MB of table and as much WAL for 200,000 rows)
+      otherwise reach the disk while the intake is timed, and its commits wait behind them for their WAL flush
+      (answers of 60-110 ms in whichever window followed an insert, with or without housekeeping).
+    """
+    with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM webhook_events"))
+        conn.execute(text("CHECKPOINT"))
+        conn.execute(text(_BULK_EVENTS), {"n": rows, "days": 40})
+        conn.execute(text("ANALYZE webhook_events"))
+    os.sync()
 
 
 def test_a_large_backlog_goes_in_batches_while_a_concurrent_intake_keeps_its_p99(clean_redis: None) -> None:
-    backlog = 200_000
-    with get_engine().begin() as conn:
-        conn.execute(text(_BULK_EVENTS), {"n": backlog, "days": 40})
-        conn.execute(text("ANALYZE webhook_events"))
-    port = free_port()
-    env = isolated_env(WEB_BIND=f"127.0.0.1:{port}")
+    """Three rounds of: a 200,000-row backlog settled on disk, the intake alone for 5 s, then the intake beside a
+    housekeeping run with beat's settings; the intake alone once more at the end. Each side's p99 is taken over all
+    its answers (about 2,000 each). Compared one window against another, as before, the check failed in CI now and
+    then: on a shared 2-core machine a lone stall of 40-110 ms (a disk flush, a neighbour) lands in any 5-10-s window
+    with or without housekeeping, and a few hundred answers' p99 is then that stall."""
+    backlog, rounds = 200_000, 3
+    settings = get_settings()
+    env = isolated_env(WEB_BIND=f"127.0.0.1:{free_port()}")
+    url = f"http://{env['WEB_BIND']}"
+    origin = time.perf_counter()
+    alone, beside = Window(origin), Window(origin)
+    runs: list[dict[str, Any]] = []
     with ProcfileProcess("web", env) as web:
-        wait_http_ok(f"http://127.0.0.1:{port}/healthz", process=web)
-        url = f"http://127.0.0.1:{port}"
-        paced_intake(url, seconds=2, rate=100)  # warm-up: connections, imports, prepared statements
-        alone = paced_intake(url, seconds=10, rate=100)
-        reports: list[Report] = []
-        # As beat runs it: the default batch size and rest.
-        settings = get_settings()
-        worker = threading.Thread(
-            target=lambda: reports.append(
-                run(batch_size=settings.housekeeping_batch_size, rest_ratio=settings.housekeeping_rest_ratio)
-            )
-        )
-        worker.start()
-        beside = paced_intake(url, seconds=0, rate=100, while_running=worker.is_alive)
-        worker.join()
-        # Without housekeeping again: the baseline is the worse of the windows before and after, so a moment of the
-        # machine's own noise in one of them does not decide the comparison.
-        after = paced_intake(url, seconds=5, rate=100)
-    (report,) = reports
-    assert report.status == "done"
-    assert report.removed["inbox"] == backlog
-    assert report.batches >= backlog // settings.housekeeping_batch_size
-    assert len(beside) >= 200, "housekeeping ran too briefly to compare"
-    baseline = max(p99(alone), p99(after))
-    assert p99(beside) <= 2 * baseline, (p99(alone), p99(after), p99(beside), report.as_dict())
+        wait_http_ok(f"{url}/healthz", process=web)
+        paced_intake(url, Window(origin), seconds=2, rate=100)  # warm-up: connections, imports, prepared statements
+        for _ in range(rounds):
+            settle_backlog(backlog)
+            with HousekeepingProcess(env) as housekeeping:
+                paced_intake(url, alone, seconds=5, rate=100)
+                began = time.perf_counter() - origin
+                housekeeping.go()
+                paced_intake(url, beside, seconds=0, rate=100, while_running=housekeeping.running)
+                runs.append({**housekeeping.report(), "from": round(began, 2)})
+        paced_intake(url, alone, seconds=5, rate=100)
+    for report in runs:
+        assert report["status"] == "done", report
+        assert report["removed"]["inbox"] == backlog
+        assert report["batches"] >= backlog // settings.housekeeping_batch_size
+    assert len(beside.ms) >= 600, "housekeeping ran too briefly to compare"
+    # A string, not a dict: pytest shortens a dict's repr, and these figures are what a failure is read for.
+    figures = {
+        "p99 alone, beside": (alone.p99(), beside.p99()),
+        "answers alone, beside": (len(alone.ms), len(beside.ms)),
+        "slowest beside (s, ms)": beside.slowest(),
+        "slowest alone (s, ms)": alone.slowest(),
+        "housekeeping runs": runs,
+    }
+    assert beside.p99() <= 2 * alone.p99(), json.dumps(figures)
 
 
 def _users_statistics() -> tuple[int, Any]:
