@@ -297,7 +297,7 @@ class Pipeline:
             f"the pipeline did not drain in {timeout:.0f}s: inbox {inbox_counts(self.database_url)}, "
             f"backlog {self.broker.backlog()} {self.broker.depths()}, "
             f"running user syncs {running_user_syncs(self.database_url)}, "
-            f"stand-in {self.admin.webhook_status()}"
+            f"stand-in {self.admin.webhook_status()}\nworker log:\n{self.worker.log_tail() if self.worker else ''}"
         )
 
     def recorded(self, name: str) -> dict[str, Any] | None:

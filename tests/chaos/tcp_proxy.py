@@ -11,10 +11,19 @@ import contextlib
 import socket
 import struct
 import threading
+from urllib.parse import urlsplit, urlunsplit
 
 from localrun.embedded import free_port
 
 CHUNK = 65536
+
+
+def through(url: str, proxy: TcpProxy) -> str:
+    """``url`` with its host and port replaced by the proxy's address (user, path and query kept)."""
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = f"{userinfo}@{proxy.listen_host}:{proxy.port}" if userinfo else f"{proxy.listen_host}:{proxy.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 class TcpProxy:
@@ -91,11 +100,15 @@ class TcpProxy:
             for source, sink in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(source, sink), name="tcp-proxy-pump", daemon=True).start()
 
+    def _relay(self, source: socket.socket, sink: socket.socket) -> None:
+        """Copy one direction of a connection until either side closes; a subclass may look at what passes."""
+        while data := source.recv(CHUNK):
+            sink.sendall(data)
+
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         try:
-            while data := source.recv(CHUNK):
-                sink.sendall(data)
-        except OSError:
+            self._relay(source, sink)
+        except (OSError, EOFError):
             pass
         finally:
             for sock in (source, sink):

@@ -14,14 +14,14 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pytest
 
 from localrun.embedded import free_port
 from tests.chaos.conftest import duplicate_usernames, inbox_counts, mismatches, running_user_syncs, user_trail
 from tests.chaos.hosts import Host, Hosts, HostsUnavailable, check_available, hosts
-from tests.chaos.tcp_proxy import TcpProxy
+from tests.chaos.tcp_proxy import TcpProxy, through
 from tests.chaos.test_faults import created_audits
 from tests.polling import wait_for
 from tests.stack import STACK, WEBHOOK_SECRET
@@ -43,14 +43,6 @@ class HostProcess(ProcfileProcess):
     @property
     def argv(self) -> list[str]:
         return self.host.command(super().argv)
-
-
-def through(url: str, proxy: TcpProxy) -> str:
-    """``url`` with its host and port replaced by the proxy's address on the bridge (user, path and query kept)."""
-    parts = urlsplit(url)
-    userinfo = parts.netloc.rpartition("@")[0]
-    netloc = f"{userinfo}@{proxy.listen_host}:{proxy.port}" if userinfo else f"{proxy.listen_host}:{proxy.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 @dataclass
