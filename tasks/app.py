@@ -11,6 +11,7 @@ from models import logs
 from models.db import dispose_after_fork
 from models.heap import freeze_startup_heap
 from models.settings import get_settings
+from tasks.event_loop_start import install as mend_event_loop_start
 from tasks.flower_guard import guard_flower
 
 app = Celery(
@@ -45,6 +46,12 @@ def broker_countdown(seconds: float) -> float:
 def _setup_logging(**_: Any) -> None:
     """Replace Celery's own logging with the shared JSON configuration."""
     logs.configure_logging(get_settings().log_level)
+
+
+@signals.worker_init.connect
+def _mend_event_loop_start(**_: Any) -> None:
+    """A broker close at the start of the worker's event loop must restart its consumer (tasks/event_loop_start.py)."""
+    mend_event_loop_start()
 
 
 @signals.worker_process_init.connect
