@@ -8,6 +8,7 @@ import itertools
 import json
 import logging
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -295,6 +296,9 @@ class Window:
     sent: list[float] = field(default_factory=list)
     ms: list[float] = field(default_factory=list)
 
+    def median(self) -> float:
+        return statistics.median(self.ms)
+
     def p99(self) -> float:
         return sorted(self.ms)[int(0.99 * len(self.ms))]
 
@@ -418,12 +422,19 @@ def settle_backlog(rows: int) -> None:
     os.sync()
 
 
-def test_a_large_backlog_goes_in_batches_while_a_concurrent_intake_keeps_its_p99(clean_redis: None) -> None:
+def test_a_large_backlog_goes_in_batches_without_holding_up_a_concurrent_intake(clean_redis: None) -> None:
     """Three rounds of: a 200,000-row backlog settled on disk, the intake alone for 5 s, then the intake beside a
-    housekeeping run with beat's settings; the intake alone once more at the end. Each side's p99 is taken over all
-    its answers (about 2,000 each). Compared one window against another, as before, the check failed in CI now and
-    then: on a shared 2-core machine a lone stall of 40-110 ms (a disk flush, a neighbour) lands in any 5-10-s window
-    with or without housekeeping, and a few hundred answers' p99 is then that stall."""
+    housekeeping run with beat's settings; the intake alone once more at the end.
+
+    What a fault in housekeeping's design would break is asserted: the run goes in batches (their count); a lock on
+    the table held through the run holds the intake's answers for seconds (a run made to hold EXCLUSIVE on the inbox
+    held them 5.2 s, and this test failed); a steady cost per batch would move the median answer.
+
+    The p99 beside against alone is a speed figure, and it is reported, not asserted. On CI's machine each run
+    brought one stall of about 170 ms (2026-12-07: 1,587 answers beside, p99 15.3 ms against 6.5 ms alone, 2.3x),
+    and at 100 deliveries/s a stall of that length delays some 3% of a 5-s run's answers, so the p99 of any such run
+    is that stall. On this machine the same test gave 0.87-1.07x. The benchmarks measure the intake's tail beside
+    housekeeping (``bench.soak``: per-window p99 with housekeeping on a shortened schedule)."""
     backlog, rounds = 200_000, 3
     settings = get_settings()
     env = isolated_env(WEB_BIND=f"127.0.0.1:{free_port()}")
@@ -450,13 +461,15 @@ def test_a_large_backlog_goes_in_batches_while_a_concurrent_intake_keeps_its_p99
     assert len(beside.ms) >= 600, "housekeeping ran too briefly to compare"
     # A string, not a dict: pytest shortens a dict's repr, and these figures are what a failure is read for.
     figures = {
+        "median alone, beside": (alone.median(), beside.median()),
         "p99 alone, beside": (alone.p99(), beside.p99()),
         "answers alone, beside": (len(alone.ms), len(beside.ms)),
         "slowest beside (s, ms)": beside.slowest(),
         "slowest alone (s, ms)": alone.slowest(),
         "housekeeping runs": runs,
     }
-    assert beside.p99() <= 2 * alone.p99(), json.dumps(figures)
+    assert max(beside.ms) < 1000, json.dumps(figures)
+    assert beside.median() <= 2 * alone.median(), json.dumps(figures)
 
 
 def _users_statistics() -> tuple[int, Any]:
