@@ -120,15 +120,21 @@ class ClosingAmqpFront(TcpProxy):
     def _relay_server(self, server: socket.socket, client: socket.socket) -> None:
         while True:
             frame = _read_frame(server)
-            with self._lock_state:
+            with self._lock_state:  # decided under the lock, sent outside it: a send may wait on a slow reader
                 if client in self._closing:
                     continue  # after close, the client would discard anything but close-ok anyway
-                client.sendall(frame.raw)
-                if frame.channel != self._awaiting.get(client):
-                    continue
-                if frame.method == BASIC_CONSUME_OK:
-                    self._consuming.add(client)
-                elif frame.method == BASIC_QOS_OK and client in self._consuming:
-                    client.sendall(_connection_close("CONNECTION_FORCED - closed as the worker began consuming").raw)
+                close_behind = self._closes_behind(client, frame)
+                if close_behind:
                     self._closing.add(client)
-                    self.closed.set()
+            client.sendall(frame.raw)
+            if close_behind:
+                client.sendall(_connection_close("CONNECTION_FORCED - closed as the worker began consuming").raw)
+                self.closed.set()
+
+    def _closes_behind(self, client: socket.socket, frame: Frame) -> bool:
+        """Whether ``frame`` is the ``qos-ok`` after the awaited ``consume-ok`` (caller holds the lock)."""
+        if frame.channel != self._awaiting.get(client):
+            return False
+        if frame.method == BASIC_CONSUME_OK:
+            self._consuming.add(client)
+        return frame.method == BASIC_QOS_OK and client in self._consuming
