@@ -27,6 +27,7 @@ FRAME_END = b"\xce"
 BASIC_CONSUME = (60, 20)
 BASIC_CONSUME_OK = (60, 21)
 BASIC_QOS_OK = (60, 11)
+CONNECTION_CLOSE = (10, 50)
 CONNECTION_CLOSE_OK = (10, 51)
 NO_WAIT = 0b1000  # basic.consume's bits: no-local, no-ack, exclusive, no-wait
 
@@ -81,7 +82,7 @@ def _awaited_consume(frame: Frame) -> str | None:
 
 def _connection_close(reply_text: str) -> Frame:
     text = reply_text.encode()
-    payload = struct.pack(">HHHB", 10, 50, 320, len(text)) + text + struct.pack(">HH", 0, 0)
+    payload = struct.pack(">HHHB", *CONNECTION_CLOSE, 320, len(text)) + text + struct.pack(">HH", 0, 0)
     return Frame(METHOD_FRAME, 0, payload)
 
 
