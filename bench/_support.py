@@ -254,12 +254,13 @@ def load(
     rate: float | None = None,
     timeout: float = 60.0,
     on_response: Callable[[int, float, float, int], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> Result:
     """Send every body once over keep-alive connections; ``rate`` paces the sends (open loop: send ``i`` is due at
     ``start + i / rate``), else as fast as possible. Bounded by count and by ``timeout`` seconds.
 
     ``on_response(index, sent_at_epoch_s, latency_ms, status)`` sees every answer, for callers that need per-send
-    records (lag, latency windows).
+    records (lag, latency windows). ``stop``, once set, ends the sending early (a run timed around another event).
 
     The cyclic garbage collector is off while it sends: this process is the measuring instrument, and one of its
     full collections (88 ms, seen in a soak once its records had grown) delayed every answer in flight, which then
@@ -276,7 +277,7 @@ def load(
         while True:
             with lock:
                 index = next(cursor, None)
-            if index is None or time.perf_counter() > stop_at:
+            if index is None or time.perf_counter() > stop_at or (stop is not None and stop.is_set()):
                 break
             if rate:
                 due = start + index / rate

@@ -70,7 +70,7 @@ def read_gc_log(log_path: Path) -> list[tuple[int, float, int, float]]:
     return rows
 
 
-def _pressure() -> dict[str, int]:
+def pressure() -> dict[str, int]:
     """Linux's pressure-stall totals (microseconds since boot; empty where /proc/pressure is absent): ``cpu_wait_us``,
     time some runnable task waited for a CPU, and ``io_wait_us``, time some task waited for I/O. A slow second with
     a jump in one of them was the machine's, not the service's code."""
@@ -174,7 +174,7 @@ class Sampler:
                     sample["postgres_cpu_s"] = _usage(tree(postmaster.pid))[0]
                 # The whole machine, and this benchmark process with its senders (the load generator): what is left
                 # over is other people's work on a shared machine.
-                sample.update(_pressure())
+                sample.update(pressure())
                 total = psutil.cpu_times()
                 sample["machine_cpu_s"] = sum(total) - total.idle - getattr(total, "iowait", 0.0)
                 sample["generator_cpu_s"] = _usage(self.generator)[0]

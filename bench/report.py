@@ -443,6 +443,24 @@ def soak_rows() -> list[Row]:
     ]
 
 
+def housekeeping_rows() -> list[Row]:
+    data = _read("housekeeping.json")
+    if not data:
+        return []
+    args, pooled = data["args"], data["pooled"]
+    return [
+        Row(
+            f"housekeeping: intake p99 beside {args['rounds']} runs over {args['rows']:,} old inbox rows "
+            f"({args['rate']:.0f}/s)",
+            f"{pooled['beside']['p99_ms']:.1f} ms",
+            f"alone {pooled['alone']['p99_ms']:.1f} ms",
+            f"{data['p99_beside_vs_alone']:.2f}x",
+            "<= 2x",
+            _met(data["p99_beside_vs_alone"] <= 2),
+        )
+    ]
+
+
 def catchup_rows() -> list[Row]:
     """Per case of bench.catchup: the catch-up's users repaired per second beside a full run's users listed per
     second over the same directory, and the time to 0 differences after the outage (target: five minutes)."""
@@ -491,6 +509,7 @@ SECTIONS: list[Callable[[], list[Row]]] = [
     reconcile_rows,
     load_rows,
     soak_rows,
+    housekeeping_rows,
     catchup_rows,
 ]
 
