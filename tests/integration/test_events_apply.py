@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import kombu.exceptions
 import pytest
 import requests
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from models.clock import now_ms
 from models.db import SessionFactory, get_engine, unit_of_work
@@ -471,3 +472,56 @@ def test_a_batch_stalled_mid_transaction_holds_its_user_only_until_postgres_ends
     assert isinstance(outcome[0], TRANSIENT_ERRORS), outcome  # its session is gone, nothing of it committed: retried
     assert _event_row(stalled_id).status == "queued"
     assert _event_row(later_id).status == "applied"
+
+
+def _error_from_an_unreachable_postgres() -> Exception:
+    """What a worker's last retry raises while Postgres does not answer: the real error, from a port nothing serves."""
+    from models.db import make_engine
+
+    dead = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/none")
+    try:
+        with dead.connect():
+            pass
+    except Exception as exc:  # the error is the point
+        return exc
+    finally:
+        dead.dispose()
+    raise AssertionError("a connection to port 1 succeeded")
+
+
+def test_an_event_whose_last_retry_found_postgres_unreachable_is_left_for_the_relay_not_failed() -> None:
+    """Postgres back just as an event's last retry failed for want of it: the failure can be written, but it was
+    never the event's. ``failed`` would leave it to an admin's replay; queued, the relay sends it again."""
+    from tasks.events import apply as apply_task
+
+    uid = str(uuid.uuid4())
+    event_id = _stored_event(uid)
+    apply_task.on_failure(_error_from_an_unreachable_postgres(), "task-id", (event_id,), {}, None)
+    row = _event_row(event_id)
+    assert (row.status, row.attempts) == ("queued", 1)
+    assert (row.last_error or "").startswith("OperationalError")
+    with unit_of_work() as session:  # its message overdue, as it is once the relay's deadline has passed
+        session.execute(
+            update(WebhookEvent).where(WebhookEvent.id == event_id).values(queued_at=func.now() - timedelta(hours=1))
+        )
+    relay.delay()
+    wait_for(lambda: _event_row(event_id).status == "applied", what="the relayed event applied")
+    assert user(uid) is not None
+
+
+def test_an_event_postgres_keeps_refusing_is_failed_once_its_retries_are_spent(
+    refuse_user_writes: Callable[[Iterable[str]], None],
+) -> None:
+    """A transient error about the event itself (here a serialization failure on its user's row, every time) is
+    still the event's: once its retries are spent it is ``failed``, visible to an admin, not sent round forever."""
+    from tasks.events import apply as apply_task
+
+    uid = str(uuid.uuid4())
+    event_id = _stored_event(uid)
+    refuse_user_writes([uid])
+    with pytest.raises(Exception) as refused:  # whichever error Postgres gives is the input below
+        apply_task.run(event_id)
+    apply_task.on_failure(refused.value, "task-id", (event_id,), {}, None)
+    row = _event_row(event_id)
+    assert row.status == "failed"
+    assert "SQLSTATE 40001" in (row.last_error or "")
