@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Engine, create_engine
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.settings import get_settings
@@ -33,6 +34,25 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         pool_timeout=5,
         connect_args={"connect_timeout": 5},
     )
+
+
+# SQLSTATEs that say the server went away or is not taking connections, not that it refused what was sent: class 08
+# (connection exception) and 57P01-57P03 (shutting down, crash shutdown, starting up).
+_SERVER_GONE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+
+
+def postgres_unreachable(error: BaseException) -> bool:
+    """Whether ``error`` says Postgres could not be reached, not that it refused a statement: no connection to be
+    had from the pool, a connection lost or refused (a client-side error, with no SQLSTATE), or the server going
+    away. A lock or statement timeout, a deadlock or a serialization failure is about the work, and is not this."""
+    if isinstance(error, sa_exc.InterfaceError | sa_exc.TimeoutError):
+        return True
+    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+        return True
+    if not isinstance(error, sa_exc.OperationalError):
+        return False
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    return sqlstate is None or str(sqlstate).startswith(_SERVER_GONE_SQLSTATES)
 
 
 def get_engine() -> Engine:

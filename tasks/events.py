@@ -28,7 +28,7 @@ from celery import Task
 from sqlalchemy import exc as sa_exc
 
 from models import inbox, logs
-from models.db import unit_of_work
+from models.db import postgres_unreachable, unit_of_work
 from models.events import AppliedEvent, ApplyServices, apply_event, apply_events, short_error
 from models.settings import get_settings
 from models.users import Change
@@ -110,15 +110,27 @@ def _record(event_id: int, error: BaseException, *, final: bool) -> None:
 
 
 class EventTask(Task):  # type: ignore[misc]
-    """Records each retried attempt on the inbox row, and the final error once retries are exhausted."""
+    """Records each retried attempt on the inbox row, and the final error once retries are exhausted: the event is
+    ``failed``, unless Postgres was unreachable at the last try (then it stays ``queued`` for the relay)."""
 
     def on_retry(self, exc: BaseException, task_id: str, args: Sequence[Any], kwargs: Any, einfo: Any) -> None:
         if args:
             _record(int(args[0]), exc, final=False)
 
     def on_failure(self, exc: BaseException, task_id: str, args: Sequence[Any], kwargs: Any, einfo: Any) -> None:
-        if args:
-            _record(int(args[0]), exc, final=True)
+        if not args:
+            return
+        event_id = int(args[0])
+        if postgres_unreachable(exc):
+            # Retries spent while Postgres was away (it may be back by now, so this can be written): never the
+            # event's fault. Left queued, the relay sends it again; failed, it would wait for an admin's replay.
+            log.warning(
+                "event left for the relay: Postgres was unreachable at its last retry",
+                extra={"event_id": event_id, "error": short_error(exc)},
+            )
+            _record(event_id, exc, final=False)
+        else:
+            _record(event_id, exc, final=True)
 
 
 _settings = get_settings()
@@ -137,7 +149,8 @@ _settings = get_settings()
     max_retries=_settings.event_max_retries,
 )
 def apply(self: Task, event_id: int) -> str:
-    """Apply inbox event ``event_id``; transient database errors retry with backoff, then the event is ``failed``.
+    """Apply inbox event ``event_id``; transient database errors retry with backoff, then the event is ``failed``
+    (or left to the relay, if Postgres itself was unreachable at the last try).
 
     Since the intake sends batches (:func:`apply_batch`), this carries the events a batch could not apply at once
     (they get this task's retries and backoff) and the messages an earlier release sent.

@@ -312,7 +312,8 @@ def test_events_the_worker_could_not_apply_while_postgres_was_away_are_relayed_a
     so they stay ``queued``; once Postgres is back the relay re-sends them and every one applies.
 
     Two retries with short backoff make giving up take seconds. With one, a transient error just after Postgres
-    returned marked an event ``failed`` on a loaded machine, which is what that setting means. The waits count
+    returned (not a connection error) marked an event ``failed`` on a loaded machine, which is what that setting
+    means for an error about the work. The waits count
     queued messages, not those a worker holds unacknowledged: on a loaded CI machine the worker once held one
     message unacknowledged for over 60 s after every event had applied (cause not yet known). The ledger and the
     audit trail below still prove every event applied exactly once.
