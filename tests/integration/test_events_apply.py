@@ -351,6 +351,25 @@ def test_a_batch_with_an_event_that_can_never_apply_applies_the_others_and_fails
     assert [user(uid) is not None for uid in uids] == [True, False, True]
 
 
+def test_a_rolled_back_batch_reports_what_its_events_did_once() -> None:
+    """A batch rolled back by an event that can never apply is taken again one event at a time; what an event reports
+    beyond the database (here a login, counted) is reported for the try that committed, not for both."""
+    from tasks import metrics
+    from tasks.events import apply_batch
+
+    def logins_counted() -> float:
+        metrics.flush()
+        wanted = ("identity_events", {"event_type": "loginSuccess"})
+        return sum(value for name, value in metrics.read_all().items() if metrics.parse_field(name) == wanted)
+
+    hostile = [{"uri": "http://wso2.org/claims/givenname", "value": {"$ne": 1}}]
+    ids = [_stored_event(str(uuid.uuid4()), name="loginSuccess"), _stored_event(str(uuid.uuid4()), claims=hostile)]
+    before = logins_counted()
+    assert apply_batch(ids) == 2
+    assert [_event_row(i).status for i in ids] == ["ignored", "failed"]
+    assert logins_counted() - before == 1
+
+
 def test_a_batch_applies_events_of_one_user_in_order_and_an_id_listed_twice_once() -> None:
     from tasks.events import apply_batch
 
