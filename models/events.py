@@ -178,10 +178,6 @@ class ApplyServices:
 
     # The member ids of an Asgardeo role from the SCIM2 Roles API (``None``: the role is gone); may raise to retry.
     read_role_members: Callable[[str], list[str] | None]
-    # Told the local id of each user who kept admin because a role event would have left no active admin.
-    last_admin_kept: Callable[[int], None]
-    # Told the type of each login or token event (they are counted, nothing else).
-    sign_in_event: Callable[[str], None]
     # Asked for a SCIM refresh of a user whose event was partial, before the event's commit; raises when the request
     # cannot be queued, and the event stays unapplied. Queued after the commit, the refresh was lost when the broker
     # refused it or the worker died in between, and a user first seen through an update kept no username.
@@ -197,6 +193,11 @@ class AppliedEvent:
     jti: str | None = None
     # Why an event changed nothing, or what to know about it; kept on its inbox row.
     note: str | None = None
+    # For the caller to report once committed (a batch rolled back and taken again one by one would otherwise report
+    # them twice): the type of a login or token event, which is counted; the local ids of users who kept admin
+    # because a role event would have left no active admin.
+    sign_in_event: str | None = None
+    kept_last_admin: list[int] = field(default_factory=list)
 
 
 def apply_event(event_id: int, *, services: ApplyServices) -> AppliedEvent:
@@ -307,8 +308,12 @@ def _record_sign_in_event(
 ) -> AppliedEvent:
     """A login or token event: counted and attributed to the user it names, nothing else."""
     row.asgardeo_id = sign_in_events.named_user(session, event, row.asgardeo_id) or row.asgardeo_id
-    services.sign_in_event(row.event_type)
-    return AppliedEvent(status="ignored", jti=row.jti, note="recorded; login and token events change no user")
+    return AppliedEvent(
+        status="ignored",
+        jti=row.jti,
+        note="recorded; login and token events change no user",
+        sign_in_event=row.event_type,
+    )
 
 
 ROLE_EVENTS = frozenset({directory_roles.ROLE_USERS_UPDATED, "roleDeleted", "roleMetaUpdated"})
@@ -348,14 +353,13 @@ def _apply_role_event(
         )
         log.info("role members read from the Roles API", extra={"role_id": role.id, "members": len(change.added)})
     result = directory_roles.apply_member_change(session, change, app_role, iat=row.iat, event_jti=row.jti)
-    for user_id in result.kept_last_admin:
-        services.last_admin_kept(user_id)
     log.info("role event applied", extra={"role_id": role.id, "changes": len(result.changes)})
     return AppliedEvent(
         status="applied",
         changes=result.changes,
         jti=row.jti,
         note="the last active admin kept admin" if result.kept_last_admin else None,
+        kept_last_admin=result.kept_last_admin,
     )
 
 

@@ -90,10 +90,17 @@ def _request_refresh(asgardeo_id: str) -> None:
 
 SERVICES = ApplyServices(
     read_role_members=_read_role_members,
-    last_admin_kept=lambda user_id: record_warning(LAST_ADMIN_KEPT, user_id=user_id),
-    sign_in_event=lambda event_type: metrics.inc("identity_events", event_type=event_type),
     request_refresh=_request_refresh,
 )
+
+
+def report(outcome: AppliedEvent) -> None:
+    """Count a committed event's outcome and report what it did beyond the database."""
+    metrics.inc("events_applied", outcome=outcome.status)
+    if outcome.sign_in_event is not None:
+        metrics.inc("identity_events", event_type=outcome.sign_in_event)
+    for user_id in outcome.kept_last_admin:
+        record_warning(LAST_ADMIN_KEPT, user_id=user_id)
 
 
 def _record(event_id: int, error: BaseException, *, final: bool) -> None:
@@ -181,9 +188,8 @@ def apply_recorded(event_id: int) -> AppliedEvent:
         except PERMANENT_ERRORS as exc:
             _record(event_id, exc, final=True)
             log.warning("event failed permanently", extra={"error": short_error(exc)})
-            metrics.inc("events_applied", outcome="failed")
-            return AppliedEvent(status="failed")
-        metrics.inc("events_applied", outcome=applied.status)
+            applied = AppliedEvent(status="failed")
+        report(applied)
         return applied
 
 
@@ -209,7 +215,7 @@ def apply_batch(event_ids: list[int]) -> int:
             log.info("batch rolled back; applying its events one by one", extra={"error": short_error(exc)})
             return _apply_one_by_one(ids, changes)
         for outcome in outcomes:
-            metrics.inc("events_applied", outcome=outcome.status)
+            report(outcome)
             changes.extend(outcome.changes)
         return len(ids)
     finally:
