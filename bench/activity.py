@@ -22,6 +22,8 @@ import psutil
 import psycopg
 import redis
 
+from tests.services import libpq_url
+
 PROBE = Path(__file__).resolve().parent / "probe"
 TABLES = ("webhook_events", "sessions", "sync_runs", "user_changes", "users")
 
@@ -121,7 +123,7 @@ class Sampler:
         queues: tuple[str, ...] = ("events", "default", "users", "reconcile"),
         generator_pids: tuple[int, ...] = (),
     ) -> None:
-        self.conninfo = database_url.replace("postgresql+psycopg://", "postgresql://")
+        self.conninfo = libpq_url(database_url)
         self.redis = redis.Redis.from_url(redis_url, socket_timeout=5)
         self.key_prefix = key_prefix
         self.pids = dict(pids)

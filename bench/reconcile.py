@@ -50,6 +50,7 @@ from sqlalchemy import select, text
 
 from bench._support import ROOT, services
 from localrun.embedded import free_port
+from tests.services import libpq_url
 
 RESULTS = ROOT / "bench" / "results" / "reconcile.json"
 M2M_ID, M2M_SECRET, ORG = "bench-m2m", "bench-m2m-secret", "bench"
@@ -234,7 +235,7 @@ def run_raw_floor(records: list[Any], reps: int) -> dict[str, Any]:
 
 def _raw_floor_once(records: list[Any]) -> float:
     truncate()
-    dsn = os.environ["DATABASE_URL"].replace("postgresql+psycopg://", "postgresql://")
+    dsn = libpq_url(os.environ["DATABASE_URL"])
     sql = (
         "INSERT INTO users (asgardeo_id, username, email, first_name, last_name, groups, status, source_version,"
         " last_synced_at) VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s, %s, now())"

@@ -539,12 +539,12 @@ def machine(versions: dict[str, str] | None = None) -> dict[str, Any]:
 def server_versions() -> dict[str, str]:
     """Postgres and Redis versions of the servers the benchmarks use (CI's, or embedded ones started here)."""
     sys.path.insert(0, str(RESULTS.parent.parent))
-    from tests.services import TestServices  # noqa: PLC0415 - the repository root joins sys.path just above
+    from tests.services import TestServices, libpq_url  # noqa: PLC0415 - the repository root joins sys.path just above
 
     svc = TestServices()
     svc.start()
     try:
-        with psycopg.connect(svc.database_url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        with psycopg.connect(libpq_url(svc.database_url)) as conn:
             row = conn.execute("SHOW server_version").fetchone()
             postgres = str(row[0]) if row else "unknown"
         info = redis.Redis.from_url(svc.redis_url).info("server")

@@ -42,6 +42,7 @@ from bench._support import ROOT, SECRET, load, services
 from bench.activity import Sampler, gc_env, read_gc_log, tree
 from bench.load import pct
 from bench.stalls import median_second, per_second
+from tests.services import libpq_url
 
 RESULTS = ROOT / "bench" / "results" / "soak.json"
 EVENT_URI = "https://schemas.identity.wso2.org/events/user/event-type/{}"
@@ -330,7 +331,7 @@ def main() -> int:
             side.thread.start()
             sender.warm_up()
             start = time.time()
-            watcher = LagWatcher(env["DATABASE_URL"].replace("+psycopg", ""), start, args.window).start()
+            watcher = LagWatcher(libpq_url(env["DATABASE_URL"]), start, args.window).start()
             samples, creates = sender.run()
             side.stop.set()
             deadline = time.monotonic() + 180
@@ -369,7 +370,7 @@ def final_ledger(env: dict[str, str], creates: int, samples: list[tuple[float, f
     statuses: dict[str, int] = {}
     for _, _, status in samples:
         statuses[str(status)] = statuses.get(str(status), 0) + 1
-    with psycopg.connect(env["DATABASE_URL"].replace("+psycopg", ""), autocommit=True) as conn:
+    with psycopg.connect(libpq_url(env["DATABASE_URL"]), autocommit=True) as conn:
         inbox = dict(conn.execute("SELECT status, count(*) FROM webhook_events GROUP BY status").fetchall())
         users = conn.execute("SELECT count(*) FROM users WHERE asgardeo_id NOT LIKE 'soak-%'").fetchone()[0]  # type: ignore[index]
     metrics = redis.Redis.from_url(env["REDIS_URL"]).hgetall(f"{env['REDIS_KEY_PREFIX']}metrics")

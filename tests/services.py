@@ -19,6 +19,11 @@ from psycopg import sql
 from localrun.embedded import EmbeddedPostgres, EmbeddedRedis, remove_tree
 
 
+def libpq_url(database_url: str) -> str:
+    """A ``DATABASE_URL`` (SQLAlchemy's, naming the psycopg driver) as libpq and ``psycopg.connect`` take it."""
+    return database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
 class ServiceUnavailable(RuntimeError):
     pass
 
@@ -55,7 +60,7 @@ class TestServices:
         self._check_redis()
 
     def _admin_conninfo(self) -> str:
-        return self.server_url.replace("postgresql+psycopg://", "postgresql://")
+        return libpq_url(self.server_url)
 
     def _create_database(self) -> None:
         try:

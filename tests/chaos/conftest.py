@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from localrun.embedded import free_port
 from tests.chaos.faulty_front import FaultyFront
+from tests.services import libpq_url
 from tests.stack import STACK, WEBHOOK_SECRET
 from tests.worker_process import Broker, ProcfileProcess, isolated_env, wait_http_ok
 
@@ -331,10 +332,6 @@ class Pipeline:
             process.close()
 
 
-def _libpq(database_url: str) -> str:
-    return database_url.replace("postgresql+psycopg://", "postgresql://", 1)
-
-
 def create_database() -> str:
     """A fresh database beside the run's, migrated; its SQLAlchemy URL. Pipelines that run side by side need one
     each: they would otherwise share the inbox (the catch-up's starting point), the run lock and the users."""
@@ -343,7 +340,7 @@ def create_database() -> str:
 
     run_url = get_settings().database_url
     name = f"{run_url.rpartition('/')[2]}_p{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(_libpq(run_url), autocommit=True, connect_timeout=5) as conn:
+    with psycopg.connect(libpq_url(run_url), autocommit=True, connect_timeout=5) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = f"{run_url.rpartition('/')[0]}/{name}"
     migrate.upgrade(url)
@@ -357,7 +354,7 @@ def drop_database(database_url: str) -> None:
     from models.settings import get_settings
 
     name = database_url.rpartition("/")[2]
-    with psycopg.connect(_libpq(get_settings().database_url), autocommit=True, connect_timeout=5) as conn:
+    with psycopg.connect(libpq_url(get_settings().database_url), autocommit=True, connect_timeout=5) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import psycopg
 
 from localrun.embedded import EmbeddedPostgres
+from tests.services import libpq_url
 
 
 def test_the_embedded_server_neither_syncs_nor_zero_fills_its_wal(tmp_path: Path) -> None:
@@ -16,7 +17,7 @@ def test_the_embedded_server_neither_syncs_nor_zero_fills_its_wal(tmp_path: Path
     server = EmbeddedPostgres(tmp_path / "pg")
     url = server.start()
     try:
-        with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:
+        with psycopg.connect(libpq_url(url)) as conn:
             shown = {name: conn.execute(f"SHOW {name}").fetchone() for name in ("fsync", "wal_init_zero")}
     finally:
         server.stop()

@@ -27,7 +27,7 @@ from models.tables import WebhookEvent
 from tasks import metrics
 from tests.polling import wait_for
 from tests.recording_publisher import RecordingPublisher, install_recorder
-from tests.services import TestServices
+from tests.services import TestServices, libpq_url
 from tests.webhook_payloads import encode, sample, signed_headers
 from tests.webhook_payloads import event as webhook_event
 from web.intake import current_intake
@@ -219,7 +219,7 @@ def test_when_the_new_connection_fails_too_the_waiter_gets_the_error(
         assert store(writer)
     get_engine().dispose()  # no pooled connection left to fall back on: the retry has to connect
     database = sql.Identifier(services.database_name)
-    server = services.server_url.replace("postgresql+psycopg://", "postgresql://")
+    server = libpq_url(services.server_url)
     with psycopg.connect(server, autocommit=True) as admin:
         admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(database))
         try:

@@ -11,13 +11,13 @@ from sqlalchemy import inspect
 from models import migrate
 from models.db import make_engine
 from models.tables import Base
-from tests.services import TestServices
+from tests.services import TestServices, libpq_url
 
 
 @pytest.fixture
 def scratch_database(services: TestServices) -> Iterator[str]:
     name = f"migr_{uuid.uuid4().hex[:8]}"
-    admin = services.server_url.replace("postgresql+psycopg://", "postgresql://")
+    admin = libpq_url(services.server_url)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     base, _, _ = services.database_url.rpartition("/")
