@@ -23,6 +23,7 @@ import sys
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 class HostsUnavailable(RuntimeError):
@@ -97,6 +98,33 @@ class Hosts:
     def restore(self, name: str) -> None:
         _ip("link", "set", self.hosts[name].link, "up")
 
+    def add_store_address(self, last_byte: int) -> str:
+        """A further address of the store host, on the bridge (as a database's own address would be); it goes with
+        the bridge."""
+        address = f"10.213.{self.subnet}.{last_byte}"
+        _ip("addr", "add", f"{address}/24", "dev", str(self._bridge))
+        return address
+
+    def drop_store_address(self, address: str) -> None:
+        """The address leaves the store host, as a failed database host's does: what the other hosts send to it is
+        lost, and their connections to it are not reset. Only where this machine does not forward: otherwise their
+        packets for it could be routed off the machine."""
+        if Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() != "0":
+            raise HostsUnavailable("IP forwarding is on: packets for a dropped address could leave this machine")
+        _ip("addr", "del", f"{address}/24", "dev", str(self._bridge))
+
+    def resolve(self, name: str, entries: dict[str, str]) -> None:
+        """Host ``name``'s ``/etc/hosts`` from now on: ``{hostname: address}`` beside localhost. ``ip netns exec``
+        puts ``/etc/netns/<namespace>/hosts`` in its place, and the file is rewritten in place (the same inode)
+        so that processes already started there see every change; :meth:`remove` deletes it."""
+        folder = Path("/etc/netns") / self.hosts[name].namespace
+        folder.mkdir(parents=True, exist_ok=True)
+        lines = ["127.0.0.1 localhost", "::1 localhost", *(f"{address} {host}" for host, address in entries.items())]
+        with (folder / "hosts").open("r+" if (folder / "hosts").exists() else "w") as file:
+            file.seek(0)
+            file.truncate()
+            file.write("\n".join(lines) + "\n")
+
     def reaches(self, name: str, port: int) -> bool:
         """Whether a TCP connection from host ``name`` to the store host's ``port`` opens within a second."""
         probe = f"import socket; socket.create_connection(({self.store_address!r}, {port}), timeout=1).close()"
@@ -106,6 +134,7 @@ class Hosts:
     def remove(self) -> None:
         """Delete what :meth:`build` made, whatever state it is in (each step on its own)."""
         for namespace in self._namespaces:
+            shutil.rmtree(Path("/etc/netns") / namespace, ignore_errors=True)
             # The test stops its processes first; this is the backstop, so no process outlives the test inside.
             pids = subprocess.run(
                 ["ip", "netns", "pids", namespace], capture_output=True, text=True, timeout=10, check=False

@@ -27,10 +27,13 @@ def through(url: str, proxy: TcpProxy) -> str:
 
 
 class TcpProxy:
-    def __init__(self, target_port: int, target_host: str = "127.0.0.1", listen_host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, target_port: int, target_host: str = "127.0.0.1", listen_host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        """``port``: where to listen (a free one unless given; two proxies on two addresses may share one)."""
         self.target = (target_host, target_port)
         self.listen_host = listen_host
-        self.port = free_port()
+        self.port = port or free_port()
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
         self._open: set[socket.socket] = set()
