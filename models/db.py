@@ -19,6 +19,20 @@ SessionFactory: sessionmaker[Session] = sessionmaker(expire_on_commit=False)
 _engine: Engine | None = None
 
 
+# A connection whose peer went silent (a failover that took the old address away, a pulled cable) is given up in
+# seconds, not left to the kernel's retransmissions, about 15 minutes, while every statement on it waits.
+# ``tcp_user_timeout``: data sent and not acknowledged for 10 s ends the connection (the server's kernel acknowledges
+# at once however busy Postgres is, so a slow query never trips it). Keepalives: a connection waiting for an answer
+# with nothing unacknowledged (a long query on a server that then vanished) is probed after 30 s idle, every 10 s.
+SILENT_PEER_LIMITS = {
+    "tcp_user_timeout": 10_000,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
+
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
     """An engine with pre-ping, so a Postgres restart costs one failed checkout, not a stream of errors.
 
@@ -32,7 +46,7 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         pool_size=pool_size,
         max_overflow=10,
         pool_timeout=5,
-        connect_args={"connect_timeout": 5},
+        connect_args={"connect_timeout": 5, **SILENT_PEER_LIMITS},
     )
 
 
