@@ -11,6 +11,7 @@ import contextlib
 import socket
 import struct
 import threading
+from collections.abc import Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from localrun.embedded import free_port
@@ -24,6 +25,20 @@ def through(url: str, proxy: TcpProxy) -> str:
     userinfo = parts.netloc.rpartition("@")[0]
     netloc = f"{userinfo}@{proxy.listen_host}:{proxy.port}" if userinfo else f"{proxy.listen_host}:{proxy.port}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def forward(env: dict[str, str], names: Sequence[str], listen_host: str) -> list[TcpProxy]:
+    """For each of the ``names`` set in ``env`` (store URLs), a started proxy on ``listen_host`` to its server, and
+    the URL in ``env`` rewritten to go through it; the proxies, for the caller to stop."""
+    proxies = []
+    for name in names:
+        if env.get(name):
+            target = urlsplit(env[name])
+            proxy = TcpProxy(target.port or 0, target.hostname or "127.0.0.1", listen_host=listen_host)
+            proxy.start()
+            proxies.append(proxy)
+            env[name] = through(env[name], proxy)
+    return proxies
 
 
 class TcpProxy:

@@ -17,14 +17,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy.engine import make_url
 
 from localrun.embedded import free_port
-from tests.chaos.hosts import Host, Hosts, HostsUnavailable, check_available, hosts
-from tests.chaos.tcp_proxy import TcpProxy, through
+from tests.chaos.hosts import Host, Hosts, hosts, require
+from tests.chaos.tcp_proxy import TcpProxy, forward
 from tests.chaos.test_multihost import HostProcess
 from tests.worker_process import ROOT, isolated_env, wait_http_ok
 
@@ -67,24 +66,13 @@ print(json.dumps(sorted(answers)))
 def web_host(clean_db: None, clean_redis: None) -> Iterator[tuple[Hosts, Host, int, str]]:
     """The web process on a host of its own, reaching Postgres as ``pg-primary`` (the old address for now) and
     Redis over the bridge; the hosts, the web host, its port and Postgres's old address."""
-    try:
-        check_available()
-    except HostsUnavailable as exc:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip(str(exc))
+    require()
     proxies: list[TcpProxy] = []
     web: HostProcess | None = None
     with hosts(["web"]) as made:
         try:
             env = isolated_env(None)
-            for name in ("REDIS_URL", "CELERY_BROKER_URL"):
-                if env.get(name):
-                    target = urlsplit(env[name])
-                    proxy = TcpProxy(target.port or 0, target.hostname or "127.0.0.1", listen_host=made.store_address)
-                    proxy.start()
-                    proxies.append(proxy)
-                    env[name] = through(env[name], proxy)
+            proxies += forward(env, ("REDIS_URL", "CELERY_BROKER_URL"), made.store_address)
             # Postgres on two addresses of the store host, the same port on each, as one name would lead to either.
             database = make_url(env["DATABASE_URL"])
             old = made.add_store_address(200)

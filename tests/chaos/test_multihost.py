@@ -9,19 +9,17 @@ reconciliation finds nothing to change. The test runs on the run's broker: Redis
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
 from localrun.embedded import free_port
 from tests.chaos.conftest import duplicate_usernames, inbox_counts, mismatches, running_user_syncs, user_trail
-from tests.chaos.hosts import Host, Hosts, HostsUnavailable, check_available, hosts
-from tests.chaos.tcp_proxy import TcpProxy, through
+from tests.chaos.hosts import Host, Hosts, hosts, require
+from tests.chaos.tcp_proxy import TcpProxy, forward
 from tests.chaos.test_faults import created_audits
 from tests.polling import wait_for
 from tests.stack import STACK, WEBHOOK_SECRET
@@ -62,12 +60,7 @@ def deployment(clean_db: None, clean_redis: None, monkeypatch: pytest.MonkeyPatc
     # The stand-in (in this process) serves OAuth on the bridge address over plain HTTP; Authlib allows that only
     # on localhost unless told. The product's processes are not affected.
     monkeypatch.setenv("AUTHLIB_INSECURE_TRANSPORT", "1")
-    try:
-        check_available()
-    except HostsUnavailable as exc:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip(str(exc))
+    require()
     from asgardeo_standin.client import StandinAdmin
     from asgardeo_standin.server import start_in_thread
 
@@ -91,13 +84,7 @@ def deployment(clean_db: None, clean_redis: None, monkeypatch: pytest.MonkeyPatc
                 ASGARDEO_BASE_URL=handle.base_url,
             )
             # The stores as the other hosts see them: the store host's bridge address, forwarded to its loopback.
-            for name in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"):
-                if env.get(name):
-                    target = urlsplit(env[name])
-                    proxy = TcpProxy(target.port or 0, target.hostname or "127.0.0.1", listen_host=store)
-                    proxy.start()
-                    proxies.append(proxy)
-                    env[name] = through(env[name], proxy)
+            proxies += forward(env, ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"), store)
             web_host = made.hosts["web"]
             port = free_port()
             web_env = {**env, "WEB_BIND": f"{web_host.address}:{port}", "WEB_CONCURRENCY": "2", "WEB_THREADS": "4"}
