@@ -37,7 +37,6 @@ from bench.load import pct
 
 RESULTS = ROOT / "bench" / "results" / "housekeeping.json"
 WARM_UP_SECONDS = 2.0
-LONGEST_RUN_SECONDS = 120  # housekeeping's own bound in this benchmark (``max_seconds``)
 
 
 def figures(latencies: list[float]) -> dict[str, Any]:
@@ -59,13 +58,13 @@ def machine() -> dict[str, float]:
     return found
 
 
-def per_second(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+def rates(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
     return {name: round((after[name] - before[name]) / seconds, 3) for name in before if seconds > 0}
 
 
 def one_round(port: int, env: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
     """A paced stream around one housekeeping run; each answer sorted by when it was sent."""
-    from tests.housekeeping_backlog import HousekeepingProcess, settle_backlog
+    from tests.housekeeping_backlog import MAX_SECONDS, HousekeepingProcess, settle_backlog
 
     settle_backlog(args.rows, older_than_checkpoint=not args.since_checkpoint)
     samples: list[tuple[float, float, int]] = []
@@ -77,7 +76,7 @@ def one_round(port: int, env: dict[str, str], args: argparse.Namespace) -> dict[
         with lock:
             samples.append((sent_at - start, latency_ms, status))
 
-    bodies = deliveries(int(args.rate * (2 * args.alone_seconds + LONGEST_RUN_SECONDS)))
+    bodies = deliveries(int(args.rate * (2 * args.alone_seconds + MAX_SECONDS)))
     with HousekeepingProcess(env) as housekeeping:
         stream = threading.Thread(
             target=send,
@@ -113,9 +112,9 @@ def one_round(port: int, env: dict[str, str], args: argparse.Namespace) -> dict[
         "slowest_alone": slowest(alone),
         # Per second of each phase: a pressure or steal figure far above the alone phases' says the machine stalled.
         "machine_per_second": {
-            "alone_before": per_second(at_start, at_go, args.alone_seconds),
-            "beside": per_second(at_go, at_end, ended - began),
-            "alone_after": per_second(at_end, at_stop, args.alone_seconds),
+            "alone_before": rates(at_start, at_go, args.alone_seconds),
+            "beside": rates(at_go, at_end, ended - began),
+            "alone_after": rates(at_end, at_stop, args.alone_seconds),
         },
         "statuses": sorted({status for _, _, status in samples}),
         "latencies": {"alone": [ms for _, ms in alone], "beside": [ms for _, ms in beside]},

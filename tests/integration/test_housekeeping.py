@@ -235,9 +235,6 @@ def test_the_batches_commit_without_waiting_for_the_wal_and_the_connection_goes_
     assert after == before == "on"
 
 
-# Old applied events, bulk-inserted in one statement (the ORM would take minutes for a large backlog).
-
-
 def test_the_beat_task_reports_its_removals_in_the_log_the_metrics_and_the_sync_health_page(
     celery_worker: Any,
     client: FlaskClient,
